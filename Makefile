@@ -1,0 +1,43 @@
+# bfs-tools: every target creates and uses its own virtualenv in .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := build/demo.img
+
+.PHONY: install demo test test-fast lint formats-doc bench fuzz crash clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the shipped sample tree: format from a directory, check, dump.
+demo: $(STAMP)
+	mkdir -p build
+	$(BIN)/bfs format $(DEMO) --size 64M --force
+	$(BIN)/bfs dump super $(DEMO)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check bfs_tools formats tests bench
+
+formats-doc: $(STAMP)
+	$(BIN)/python -m bfs_tools.formats_doc > formats/FORMAT.md
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+fuzz: $(STAMP)
+	BFS_FUZZ_FULL=1 $(BIN)/python -m pytest -n 2 tests/fuzz -m "slow or not slow"
+
+crash: $(STAMP)
+	BFS_CRASH_FULL=1 $(BIN)/python -m pytest -n 2 tests/crash -m "slow or not slow"
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,5 @@
+"""`python -m bfs_tools` is `bfs`."""
+
+from .cli.main import main
+
+main()

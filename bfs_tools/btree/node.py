@@ -1,0 +1,218 @@
+"""Btree nodes in memory, and their on-disk encoding (header + log of bsets).
+
+In memory a node is two parallel sorted lists (positions, keys) plus, for
+interior nodes, the loaded child nodes. On disk (formats/btree_node.py) it is a
+header and one or more bsets: the first write puts the header and a bset with
+every key; later writes append a bset with only the keys changed since (deleted
+keys as `deleted`), each stamped with the highest journal seq it contains.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..checksum import checksum
+from ..codec import record
+from ..errors import CorruptionError
+from ..formats.constants import BSET_MAGIC, BTREE_NODE_MAGIC
+from ..formats.ids import BTREE_KEY_TYPES, EXTENT_BTREES, KeyType
+from ..keys import HEADER_SIZE, Key, Pos, btree_name, decode_keys, encode_keys, fmt_pos
+
+NodeHeader = record("NodeHeader")
+BsetHeader = record("BsetHeader")
+NODE_HEADER_SIZE = NodeHeader.SIZE
+BSET_HEADER_SIZE = BsetHeader.SIZE
+
+_temp_ids = iter(range(-1, -(1 << 62), -1))
+
+
+class Node:
+    """One btree node in memory."""
+
+    __slots__ = ("btree_id", "level", "min_key", "max_key", "positions", "keys", "children",
+                 "parent", "sector", "gen", "node_seq", "written", "dirty", "pin", "seq_max",
+                 "bytes", "needs_rewrite", "unjournaled", "temp_id", "lru_tick", "bsets")
+
+    def __init__(self, btree_id: int, level: int, min_key: Pos, max_key: Pos,
+                 keys: list[Key] | None = None, children: list | None = None):
+        self.btree_id = btree_id
+        self.level = level
+        self.min_key = min_key
+        self.max_key = max_key
+        self.keys = keys if keys is not None else []
+        self.positions = [k.pos for k in self.keys]
+        self.children = children if children is not None else (
+            [None] * len(self.keys) if level > 0 else None)
+        self.parent: Node | None = None
+        self.sector: int | None = None   # on-disk location; None until first written
+        self.gen = 0
+        self.node_seq = 0
+        self.written = 0                 # bytes of the node slot holding valid bsets
+        self.dirty: dict | None = None   # pos -> Key|None changed since the last write
+        self.pin = 0                     # oldest journal seq not yet written (0: none)
+        self.seq_max = 0                 # highest journal seq applied
+        self.bytes = sum(HEADER_SIZE + len(k.val) for k in self.keys)
+        self.needs_rewrite = True        # next write must be a full (COW) write
+        self.unjournaled = False         # holds updates that are not in the journal
+        self.temp_id = next(_temp_ids)
+        self.lru_tick = 0
+        self.bsets = 0
+        if children is not None:
+            for c in children:
+                if c is not None:
+                    c.parent = self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.level == 0
+
+    @property
+    def is_dirty(self) -> bool:
+        return self.needs_rewrite or bool(self.dirty)
+
+    def ident(self) -> str:
+        where = f"sector {self.sector}" if self.sector is not None else "unwritten"
+        return (f"btree {btree_name(self.btree_id)} level {self.level} node "
+                f"[{fmt_pos(self.min_key)}, {fmt_pos(self.max_key)}] ({where})")
+
+    def __repr__(self) -> str:
+        return f"<Node {self.ident()} keys={len(self.keys)}>"
+
+
+def new_node_seq() -> int:
+    return int.from_bytes(os.urandom(8), "little") | 1
+
+
+def encode_full(node: Node, magic64: int, csum_type: int, block_size: int,
+                journal_seq: int) -> bytes:
+    """Header + one bset holding every key, padded to the block size."""
+    head = NodeHeader(0, BTREE_NODE_MAGIC ^ magic64, node.node_seq, node.btree_id, node.level, 0,
+                      *node.min_key, *node.max_key)
+    raw = bytearray(head.pack())
+    raw[0:8] = checksum(csum_type, bytes(raw[8:])).to_bytes(8, "little")
+    raw += encode_bset(node.keys, node.node_seq, magic64, csum_type, journal_seq)
+    raw += b"\0" * (-len(raw) % block_size)
+    return bytes(raw)
+
+
+def encode_bset(keys, node_seq: int, magic64: int, csum_type: int, journal_seq: int) -> bytes:
+    body = encode_keys(keys)
+    head = bytearray(BsetHeader(0, BSET_MAGIC ^ magic64, node_seq, journal_seq, len(body),
+                                len(keys)).pack())
+    csum = checksum(csum_type, bytes(head[8:]) + body)
+    head[0:8] = csum.to_bytes(8, "little")
+    return bytes(head) + body
+
+
+class ParsedNode:
+    __slots__ = ("node_seq", "btree_id", "level", "min_key", "max_key", "keys", "written",
+                 "bsets", "skipped_bsets", "max_journal_seq")
+
+
+def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
+               is_blacklisted, where: str) -> ParsedNode:
+    """Decode and validate a node image. CorruptionError (with err id) on damage.
+
+    Bsets after the first that fail their checksum or belong to another node
+    instance end the node (they are torn or stale writes). Bsets stamped with a
+    blacklisted journal seq are skipped and flagged so the node is rewritten.
+    """
+    from ..formats.fsck_errors import BY_NAME as E
+
+    if len(buf) < NODE_HEADER_SIZE + BSET_HEADER_SIZE:
+        raise CorruptionError(f"{where}: node too short", E["btree_node_unreadable"].id)
+    h = NodeHeader.unpack(buf)
+    if h.magic != BTREE_NODE_MAGIC ^ magic64:
+        raise CorruptionError(f"{where}: bad node magic (not a node of this filesystem)",
+                              E["btree_node_unreadable"].id)
+    if checksum(csum_type, buf[8:NODE_HEADER_SIZE]) != h.csum:
+        raise CorruptionError(f"{where}: node header checksum mismatch",
+                              E["btree_node_unreadable"].id)
+    p = ParsedNode()
+    p.node_seq = h.node_seq
+    p.btree_id = h.btree_id
+    p.level = h.level
+    p.min_key = (h.min_key_inode, h.min_key_offset, h.min_key_snapshot)
+    p.max_key = (h.max_key_inode, h.max_key_offset, h.max_key_snapshot)
+    p.skipped_bsets = 0
+    p.bsets = 0
+    p.max_journal_seq = 0
+    if p.min_key > p.max_key:
+        raise CorruptionError(f"{where}: node min_key after max_key", E["btree_node_bad_range"].id)
+    allowed = BTREE_KEY_TYPES.get(h.btree_id)
+    if allowed is None:
+        raise CorruptionError(f"{where}: unknown btree id {h.btree_id}",
+                              E["btree_node_unreadable"].id)
+    offset = NODE_HEADER_SIZE
+    merged: dict | None = None
+    keys: list[Key] = []
+    bset_magic = BSET_MAGIC ^ magic64
+    while offset + BSET_HEADER_SIZE <= len(buf):
+        b = BsetHeader.unpack(buf, offset)
+        first = p.bsets == 0 and p.skipped_bsets == 0
+        end = offset + BSET_HEADER_SIZE + b.bytes
+        valid = (b.magic == bset_magic and b.node_seq == h.node_seq and end <= len(buf)
+                 and checksum(csum_type, buf[offset + 8:end]) == b.csum)
+        if not valid:
+            if first:
+                raise CorruptionError(f"{where}: first bset damaged (checksum or header)",
+                                      E["btree_node_unreadable"].id)
+            break
+        offset = end + (-end % block_size)
+        if is_blacklisted(b.journal_seq):
+            p.skipped_bsets += 1
+            continue
+        bkeys = decode_keys(buf, end - b.bytes, end, where)
+        if len(bkeys) != b.nkeys:
+            raise CorruptionError(f"{where}: bset key count mismatch",
+                                  E["btree_node_unreadable"].id)
+        _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
+        p.max_journal_seq = max(p.max_journal_seq, b.journal_seq)
+        if first:
+            keys = bkeys
+        else:
+            if merged is None:
+                merged = {k.pos: k for k in keys}
+            for k in bkeys:
+                if k.type == KeyType.deleted:
+                    merged.pop(k.pos, None)
+                else:
+                    merged[k.pos] = k
+        p.bsets += 1
+    if merged is not None:
+        keys = [merged[pos] for pos in sorted(merged)]
+    if p.bsets == 0:
+        # Only blacklisted bsets: the node was written by an epoch that never
+        # committed; nothing valid references it.
+        raise CorruptionError(f"{where}: node holds only blacklisted bsets",
+                              E["btree_node_unreadable"].id)
+    p.keys = keys
+    p.written = offset
+    return p
+
+
+def _check_keys(keys: list[Key], p: ParsedNode, allowed, where: str, deleted_ok: bool, E) -> None:
+    prev = None
+    lo, hi = p.min_key, p.max_key
+    is_extents = p.btree_id in EXTENT_BTREES and p.level == 0
+    for k in keys:
+        pos = k.pos
+        if prev is not None and pos <= prev:
+            raise CorruptionError(f"{where}: keys out of order at {fmt_pos(pos)}",
+                                  E["btree_node_keys_unsorted"].id)
+        if pos < lo or pos > hi:
+            raise CorruptionError(f"{where}: key {fmt_pos(pos)} outside the node's range",
+                                  E["btree_node_keys_unsorted"].id)
+        t = k.type
+        if p.level > 0:
+            if t != KeyType.btree_ptr:
+                raise CorruptionError(f"{where}: interior node holds a {t} key at {fmt_pos(pos)}",
+                                      E["key_type_not_allowed"].id)
+        elif t not in allowed and not (deleted_ok and t == KeyType.deleted):
+            raise CorruptionError(
+                f"{where}: key type {t} not allowed in btree {btree_name(p.btree_id)} "
+                f"at {fmt_pos(pos)}", E["key_type_not_allowed"].id)
+        elif is_extents and t != KeyType.deleted and (k.size == 0 or k.size > pos[1]):
+            raise CorruptionError(f"{where}: bad extent size {k.size} at {fmt_pos(pos)}",
+                                  E["key_bad_pos"].id)
+        prev = pos

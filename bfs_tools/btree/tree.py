@@ -1,0 +1,563 @@
+"""The btrees of one open image: lookup, update, split/merge, iteration, bulk
+build, and writing dirty nodes (log-structured appends or copy-on-write).
+
+This layer knows nodes and keys, nothing of what keys mean. Two services come
+from the layer above through `NodeSpace`: where to put a node that moves
+(allocation) and what to do when a node's location changes (the btree_ptr
+trigger that keeps alloc info in step).
+
+Crash model (see store.py): nodes referenced by the last committed root are
+never overwritten in place except by appending bsets in their unused tail;
+space freed since the last commit is not reused before the next commit; bsets
+are stamped with the journal seq open when written, and after a crash every seq
+after the last flush is blacklisted, so the pre-crash committed tree reappears.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+from ..errors import CorruptionError, FormatError
+from ..formats.constants import SECTOR_SIZE
+from ..formats.fsck_errors import BY_NAME as ERR
+from ..formats.ids import BtreeId
+from ..keys import HEADER_SIZE, POS_MAX, POS_MIN, Key, Pos, deleted_key, fmt_pos, pos_pred, pos_succ
+from .node import (
+    BSET_HEADER_SIZE,
+    NODE_HEADER_SIZE,
+    Node,
+    encode_bset,
+    encode_full,
+    new_node_seq,
+    parse_node,
+)
+from .ptr import decode_ptr, make_ptr_key, ptr_min_key
+
+PTR_KEY_BYTES = HEADER_SIZE + 40
+
+
+class NodeSpace:
+    """What the btree layer needs from the allocator (implemented in alloc/)."""
+
+    def allocate_node(self, btree_id: int) -> tuple[int, int]:
+        """(sector, bucket gen) of a free node-sized slot."""
+        raise NotImplementedError
+
+    def apply_moves(self, moves: list[tuple[int, int, tuple | None, tuple | None]]) -> None:
+        """Nodes moved: each (btree_id, level, old (sector, gen) | None, new | None).
+
+        Called at safe points only (after a transaction's updates are applied,
+        between levels of a write), never in the middle of applying updates.
+        """
+
+
+class Btrees:
+    """All btrees of an open image."""
+
+    def __init__(self, dev, *, node_size: int, block_size: int, magic64: int, csum_type: int,
+                 is_blacklisted: Callable[[int], bool], cache_nodes: int = 512):
+        self.dev = dev
+        self.node_size = node_size
+        self.block_size = block_size
+        self.magic64 = magic64
+        self.csum_type = csum_type
+        self.is_blacklisted = is_blacklisted
+        self.capacity = node_size - NODE_HEADER_SIZE - BSET_HEADER_SIZE
+        self.roots: dict[int, Node] = {}
+        self.space: NodeSpace | None = None
+        self.dirty: set[Node] = set()
+        self.lru: OrderedDict[int, Node] = OrderedDict()
+        self.cache_nodes = cache_nodes
+        self.read_only = not dev.writable
+        self.moves: list = []   # node moves not yet passed to space.apply_moves
+        self.nodes_read = 0
+        self.nodes_written = 0
+
+    # ------------------------------------------------------------------ roots
+
+    def set_root(self, btree_id: int, level: int, ptr_key: Key) -> None:
+        """Make the node `ptr_key` points at the root of `btree_id` (read lazily)."""
+        node = self.read_node(ptr_key, btree_id, level, POS_MIN, POS_MAX)
+        self.roots[btree_id] = node
+
+    def new_empty_root(self, btree_id: int) -> Node:
+        node = Node(btree_id, 0, POS_MIN, POS_MAX)
+        self.roots[btree_id] = node
+        self._mark_structural(node)
+        return node
+
+    def root_ptr_key(self, btree_id: int) -> Key | None:
+        root = self.roots.get(btree_id)
+        if root is None or root.sector is None:
+            return None
+        return make_ptr_key(POS_MAX, POS_MIN, root.sector, root.node_seq, root.gen, root.level)
+
+    # ------------------------------------------------------------------ reading
+
+    def read_node(self, ptr_key: Key, btree_id: int, level: int, min_key: Pos,
+                  max_key: Pos) -> Node:
+        p = decode_ptr(ptr_key)
+        where = (f"btree {BtreeId(btree_id).name if btree_id in iter(BtreeId) else btree_id} "
+                 f"level {level} node at sector {p.sector}")
+        if p.level != level:
+            raise CorruptionError(f"{where}: pointer says level {p.level}, expected {level}",
+                                  ERR["btree_node_bad_level"].id)
+        start = p.sector * SECTOR_SIZE
+        if p.sector == 0 or start + self.node_size > self.dev.size:
+            raise CorruptionError(f"{where}: pointer outside the device",
+                                  ERR["btree_node_unreadable"].id)
+        buf = self.dev.read(start, self.node_size)
+        self.nodes_read += 1
+        parsed = parse_node(buf, magic64=self.magic64, csum_type=self.csum_type,
+                            block_size=self.block_size, is_blacklisted=self.is_blacklisted,
+                            where=where)
+        if parsed.node_seq != p.node_seq:
+            raise CorruptionError(f"{where}: node_seq differs from its pointer (stale node)",
+                                  ERR["btree_node_seq_mismatch"].id)
+        if parsed.btree_id != btree_id or parsed.level != level:
+            raise CorruptionError(
+                f"{where}: node header says btree {parsed.btree_id} level {parsed.level}",
+                ERR["btree_node_bad_level"].id)
+        if parsed.min_key != min_key or parsed.max_key != max_key or ptr_min_key(p) != min_key:
+            raise CorruptionError(
+                f"{where}: node range [{fmt_pos(parsed.min_key)}, {fmt_pos(parsed.max_key)}] "
+                f"differs from its parent's [{fmt_pos(min_key)}, {fmt_pos(max_key)}]",
+                ERR["btree_node_bad_range"].id)
+        node = Node(btree_id, level, min_key, max_key, parsed.keys)
+        node.sector = p.sector
+        node.gen = p.gen
+        node.node_seq = parsed.node_seq
+        node.written = parsed.written
+        node.bsets = parsed.bsets
+        node.needs_rewrite = parsed.skipped_bsets > 0
+        if node.needs_rewrite and not self.read_only:
+            self.dirty.add(node)
+        if level > 0:
+            self._check_children_cover(node, where)
+        return node
+
+    def _check_children_cover(self, node: Node, where: str) -> None:
+        expect = node.min_key
+        for k in node.keys:
+            if ptr_min_key(decode_ptr(k)) != expect:
+                raise CorruptionError(f"{where}: child ranges not contiguous at {fmt_pos(k.pos)}",
+                                      ERR["btree_node_bad_range"].id)
+            expect = pos_succ(k.pos)
+        if not node.keys or node.keys[-1].pos != node.max_key:
+            raise CorruptionError(f"{where}: children do not reach the node's max key",
+                                  ERR["btree_node_bad_range"].id)
+
+    def child(self, node: Node, idx: int) -> Node:
+        c = node.children[idx]
+        if c is None:
+            k = node.keys[idx]
+            min_key = node.min_key if idx == 0 else pos_succ(node.keys[idx - 1].pos)
+            c = self.read_node(k, node.btree_id, node.level - 1, min_key, k.pos)
+            c.parent = node
+            node.children[idx] = c
+            self._cache_add(c)
+        return c
+
+    def _cache_add(self, node: Node) -> None:
+        self.lru[id(node)] = node
+        if len(self.lru) > self.cache_nodes:
+            self._evict()
+
+    def _evict(self) -> None:
+        budget = len(self.lru) - self.cache_nodes // 2
+        for key in list(self.lru.keys()):
+            if budget <= 0:
+                break
+            node = self.lru[key]
+            if node in self.dirty or node.parent is None or (
+                    node.children is not None and any(c is not None for c in node.children)):
+                continue
+            parent = node.parent
+            idx = bisect_left(parent.positions, node.max_key)
+            if idx < len(parent.children) and parent.children[idx] is node:
+                parent.children[idx] = None
+            node.parent = None
+            del self.lru[key]
+            budget -= 1
+
+    def find_leaf(self, btree_id: int, pos: Pos) -> Node:
+        node = self.roots[btree_id]
+        while node.level > 0:
+            idx = bisect_left(node.positions, pos)
+            if idx >= len(node.keys):
+                idx = len(node.keys) - 1
+            node = node.children[idx] or self.child(node, idx)
+        return node
+
+    def get(self, btree_id: int, pos: Pos) -> Key | None:
+        leaf = self.find_leaf(btree_id, pos)
+        i = bisect_left(leaf.positions, pos)
+        if i < len(leaf.positions) and leaf.positions[i] == pos:
+            return leaf.keys[i]
+        return None
+
+    def iter(self, btree_id: int, start: Pos = POS_MIN, end: Pos = POS_MAX) -> Iterator[Key]:
+        """Keys with start <= pos <= end, ascending (each leaf as it is when visited)."""
+        pos = start
+        while True:
+            leaf = self.find_leaf(btree_id, pos)
+            i = bisect_left(leaf.positions, pos)
+            if leaf.max_key >= end:
+                j = bisect_right(leaf.positions, end)
+                yield from leaf.keys[i:j]
+                return
+            yield from leaf.keys[i:]
+            pos = pos_succ(leaf.max_key)
+
+    def iter_reverse(self, btree_id: int, start: Pos = POS_MAX, end: Pos = POS_MIN) -> Iterator[Key]:
+        """Keys with end <= pos <= start, descending."""
+        pos = start
+        while True:
+            leaf = self.find_leaf(btree_id, pos)
+            j = bisect_right(leaf.positions, pos)
+            if leaf.min_key <= end:
+                i = bisect_left(leaf.positions, end)
+                yield from reversed(leaf.keys[i:j])
+                return
+            yield from reversed(leaf.keys[:j])
+            pos = pos_pred(leaf.min_key)
+
+    def peek(self, btree_id: int, pos: Pos, end: Pos = POS_MAX) -> Key | None:
+        """First key at or after pos (and not after end)."""
+        for k in self.iter(btree_id, pos, end):
+            return k
+        return None
+
+    def peek_prev(self, btree_id: int, pos: Pos, end: Pos = POS_MIN) -> Key | None:
+        """Last key at or before pos (and not before end)."""
+        for k in self.iter_reverse(btree_id, pos, end):
+            return k
+        return None
+
+    # ------------------------------------------------------------------ updates
+
+    def apply(self, btree_id: int, key: Key, seq: int, journaled: bool = True) -> Key | None:
+        """Insert/overwrite `key` (type deleted: remove). Returns the replaced key."""
+        pos = key.pos
+        leaf = self.find_leaf(btree_id, pos)
+        positions = leaf.positions
+        i = bisect_left(positions, pos)
+        old = None
+        if i < len(positions) and positions[i] == pos:
+            old = leaf.keys[i]
+            if key.type == 0:
+                del positions[i]
+                del leaf.keys[i]
+                leaf.bytes -= HEADER_SIZE + len(old.val)
+            else:
+                leaf.keys[i] = key
+                leaf.bytes += len(key.val) - len(old.val)
+        elif key.type == 0:
+            return None
+        else:
+            positions.insert(i, pos)
+            leaf.keys.insert(i, key)
+            leaf.bytes += HEADER_SIZE + len(key.val)
+        self._mark_leaf_dirty(leaf, pos, None if key.type == 0 else key, seq, journaled)
+        if leaf.bytes > self.capacity:
+            self._split(leaf, seq)
+        elif key.type == 0 and leaf.bytes < self.capacity // 4 and leaf.parent is not None:
+            self._maybe_merge(leaf, seq)
+        return old
+
+    def _mark_leaf_dirty(self, leaf: Node, pos: Pos, key: Key | None, seq: int,
+                         journaled: bool) -> None:
+        if self.read_only:
+            # Replay of a read-only open: in memory only; never written.
+            return
+        if leaf.dirty is None:
+            leaf.dirty = {}
+        leaf.dirty[pos] = key
+        if journaled:
+            if not leaf.pin or seq < leaf.pin:
+                leaf.pin = seq
+        else:
+            leaf.unjournaled = True
+        if seq > leaf.seq_max:
+            leaf.seq_max = seq
+        self.dirty.add(leaf)
+
+    def _mark_structural(self, node: Node) -> None:
+        """A node whose change is not journalled: it must be written before a commit."""
+        node.unjournaled = True
+        if not self.read_only:
+            self.dirty.add(node)
+
+    def _set_child_key(self, parent: Node, idx: int, key: Key) -> None:
+        old = parent.keys[idx]
+        parent.keys[idx] = key
+        parent.bytes += len(key.val) - len(old.val)
+        if parent.dirty is None:
+            parent.dirty = {}
+        parent.dirty[key.pos] = key
+        self._mark_structural(parent)
+
+    def _placeholder_ptr(self, node: Node) -> Key:
+        return make_ptr_key(node.max_key, node.min_key, 0, 0, 0, node.level)
+
+    def _replace_in_parent(self, old: list[Node], new_nodes: list[Node], seq: int) -> None:
+        """Put new_nodes where the adjacent nodes `old` were (split, merge)."""
+        parent = old[0].parent
+        for o in old:
+            o.parent = None
+            self._retire(o)
+        if parent is None:
+            if len(new_nodes) == 1:
+                root = new_nodes[0]
+                root.parent = None
+            else:
+                root = Node(old[0].btree_id, old[0].level + 1, POS_MIN, POS_MAX,
+                            [self._placeholder_ptr(n) for n in new_nodes], list(new_nodes))
+                self._mark_structural(root)
+            self.roots[old[0].btree_id] = root
+            return
+        lo = bisect_left(parent.positions, old[0].max_key)
+        hi = lo + len(old)
+        new_keys = [self._placeholder_ptr(n) for n in new_nodes]
+        removed = parent.keys[lo:hi]
+        parent.keys[lo:hi] = new_keys
+        parent.positions[lo:hi] = [k.pos for k in new_keys]
+        parent.children[lo:hi] = new_nodes
+        for n in new_nodes:
+            n.parent = parent
+        parent.bytes += (sum(HEADER_SIZE + len(k.val) for k in new_keys)
+                         - sum(HEADER_SIZE + len(k.val) for k in removed))
+        if parent.dirty is None:
+            parent.dirty = {}
+        for k in removed:
+            parent.dirty[k.pos] = None
+        for k in new_keys:
+            parent.dirty[k.pos] = k
+        self._mark_structural(parent)
+        if parent.bytes > self.capacity:
+            self._split(parent, seq)
+        elif len(parent.keys) == 1 and parent.parent is None:
+            # a root with one child: the child becomes the root
+            only = self.child(parent, 0)
+            self._retire(parent)
+            only.parent = None
+            self.roots[parent.btree_id] = only
+        elif parent.bytes < self.capacity // 4 and parent.parent is not None:
+            self._maybe_merge(parent, seq)
+
+    def _retire(self, node: Node) -> None:
+        """`node` left the tree: free its disk slot (after the next commit)."""
+        self.dirty.discard(node)
+        self.lru.pop(id(node), None)
+        if node.sector is not None and not self.read_only:
+            self.moves.append((node.btree_id, node.level, (node.sector, node.gen), None))
+        node.sector = None
+
+    def _new_from(self, like: Node, keys: list[Key], children, min_key: Pos, max_key: Pos,
+                  seq: int) -> Node:
+        n = Node(like.btree_id, like.level, min_key, max_key, keys, children)
+        n.pin = like.pin
+        n.seq_max = max(like.seq_max, seq)
+        self._mark_structural(n)
+        return n
+
+    def _split(self, node: Node, seq: int) -> None:
+        keys = node.keys
+        if len(keys) < 2:
+            raise FormatError(f"{node.ident()}: a single key exceeds the node size")
+        half = node.bytes // 2
+        acc = 0
+        mid = 1
+        for i, k in enumerate(keys):
+            acc += HEADER_SIZE + len(k.val)
+            if acc >= half:
+                mid = max(1, min(i + 1, len(keys) - 1))
+                break
+        left_max = keys[mid - 1].pos
+        ch = node.children
+        left = self._new_from(node, keys[:mid], ch[:mid] if ch is not None else None,
+                              node.min_key, left_max, seq)
+        right = self._new_from(node, keys[mid:], ch[mid:] if ch is not None else None,
+                               pos_succ(left_max), node.max_key, seq)
+        self._replace_in_parent([node], [left, right], seq)
+        for n in (left, right):
+            if n.bytes > self.capacity:
+                self._split(n, seq)
+
+    def _maybe_merge(self, node: Node, seq: int) -> None:
+        """Merge an underfull node with an adjacent sibling when both fit in one."""
+        parent = node.parent
+        if parent is None or len(parent.keys) < 2:
+            return
+        idx = bisect_left(parent.positions, node.max_key)
+        sib_idx = idx + 1 if idx + 1 < len(parent.keys) else idx - 1
+        sibling = self.child(parent, sib_idx)
+        if node.bytes + sibling.bytes > (self.capacity * 2) // 3:
+            return
+        left, right = (node, sibling) if sib_idx > idx else (sibling, node)
+        children = None if node.children is None else left.children + right.children
+        merged = self._new_from(node, left.keys + right.keys, children, left.min_key,
+                                right.max_key, seq)
+        pins = [p for p in (left.pin, right.pin) if p]
+        merged.pin = min(pins) if pins else 0
+        self._replace_in_parent([left, right], [merged], seq)
+
+    # ------------------------------------------------------------------ bulk build
+
+    def bulk_build(self, btree_id: int, keys: list[Key], seq: int, fill: float = 0.75) -> None:
+        """Replace btree `btree_id` with the given sorted keys, built bottom-up.
+
+        Leaves are packed to `fill` of their capacity; the new nodes are written
+        by the next write_dirty(). The old nodes' space is freed.
+        """
+        old = self.roots.get(btree_id)
+        if old is not None:
+            self._retire_tree(old)
+        limit = int(self.capacity * fill)
+        level_nodes = self._pack(btree_id, 0, keys, None, limit, seq)
+        level = 0
+        while len(level_nodes) > 1:
+            level += 1
+            ptrs = [self._placeholder_ptr(n) for n in level_nodes]
+            level_nodes = self._pack(btree_id, level, ptrs, level_nodes, limit, seq)
+        root = level_nodes[0]
+        root.parent = None
+        self.roots[btree_id] = root
+
+    def _pack(self, btree_id: int, level: int, keys: list[Key], children, limit: int,
+              seq: int) -> list[Node]:
+        out: list[Node] = []
+        start = 0
+        acc = 0
+        n = len(keys)
+        bounds = []
+        for i, k in enumerate(keys):
+            sz = HEADER_SIZE + len(k.val)
+            if acc + sz > limit and i > start:
+                bounds.append((start, i))
+                start, acc = i, 0
+            acc += sz
+        bounds.append((start, n))
+        min_key = POS_MIN
+        for bi, (a, b) in enumerate(bounds):
+            max_key = POS_MAX if bi == len(bounds) - 1 else keys[b - 1].pos
+            node = Node(btree_id, level, min_key, max_key, keys[a:b],
+                        children[a:b] if children is not None else None)
+            node.seq_max = seq
+            self._mark_structural(node)
+            out.append(node)
+            min_key = pos_succ(max_key) if max_key != POS_MAX else max_key
+        if level > 0:
+            # interior keys must be positioned at each child's max key
+            for node in out:
+                for i, c in enumerate(node.children):
+                    node.keys[i] = self._placeholder_ptr(c)
+                    node.positions[i] = c.max_key
+        return out
+
+    def _retire_tree(self, node: Node) -> None:
+        if node.level > 0:
+            for i in range(len(node.keys)):
+                self._retire_tree(self.child(node, i))
+        self._retire(node)
+
+    # ------------------------------------------------------------------ writing
+
+    def has_dirty(self) -> bool:
+        return bool(self.dirty)
+
+    def min_pin(self) -> int:
+        pins = [n.pin for n in self.dirty if n.pin]
+        return min(pins) if pins else 0
+
+    def write_dirty(self, seq: int, *, only_required: bool = False,
+                    flush_moves: bool = True) -> int:
+        """Write dirty nodes, children before parents. Returns nodes written.
+
+        only_required: write just what a commit needs (new nodes, structural
+        changes, unjournaled updates and everything above them); journalled leaf
+        updates may stay dirty, covered by the journal.
+        flush_moves=False leaves node moves queued (journal reclaim, which must
+        not journal anything itself).
+        """
+        written = 0
+        for _round in range(32):
+            pending = [n for n in self.dirty if not only_required or n.unjournaled
+                       or n.sector is None or n.level > 0]
+            if not pending:
+                return written
+            max_level = max(n.level for n in pending)
+            for level in range(max_level + 1):
+                for node in [n for n in self.dirty if n.level == level and (
+                        not only_required or n.unjournaled or n.sector is None or n.level > 0)]:
+                    if self._attached(node):
+                        self._write_node(node, seq)
+                        written += 1
+                    else:
+                        self.dirty.discard(node)
+                if flush_moves:
+                    self.flush_moves()
+        raise FormatError("btree writes did not converge (internal error)")
+
+    def flush_moves(self) -> None:
+        """Hand queued node moves to the allocator (which may queue more)."""
+        while self.moves:
+            moves, self.moves = self.moves, []
+            self.space.apply_moves(moves)
+
+    def _attached(self, node: Node) -> bool:
+        while node.parent is not None:
+            node = node.parent
+        return self.roots.get(node.btree_id) is node
+
+    def _write_node(self, node: Node, seq: int) -> None:
+        bs = self.block_size
+        if not node.needs_rewrite and node.sector is not None and node.dirty:
+            entries = [node.dirty[p] or deleted_key(p) for p in sorted(node.dirty)]
+            raw = encode_bset(entries, node.node_seq, self.magic64, self.csum_type, seq)
+            raw += b"\0" * (-len(raw) % bs)
+            if node.written + len(raw) <= self.node_size and node.bsets < 64:
+                self.dev.write(node.sector * SECTOR_SIZE + node.written, raw)
+                self.nodes_written += 1
+                node.written += len(raw)
+                node.bsets += 1
+                self._clean(node)
+                return
+        # copy-on-write: a fresh node with every key in one bset
+        old = (node.sector, node.gen) if node.sector is not None else None
+        sector, gen = self.space.allocate_node(node.btree_id)
+        node.node_seq = new_node_seq()
+        raw = encode_full(node, self.magic64, self.csum_type, bs, seq)
+        self.dev.write(sector * SECTOR_SIZE, raw)
+        self.nodes_written += 1
+        node.sector, node.gen, node.written, node.bsets = sector, gen, len(raw), 1
+        self._clean(node)
+        parent = node.parent
+        if parent is not None:
+            idx = bisect_left(parent.positions, node.max_key)
+            self._set_child_key(parent, idx, make_ptr_key(
+                node.max_key, node.min_key, sector, node.node_seq, gen, node.level))
+        self.moves.append((node.btree_id, node.level, old, (sector, gen)))
+
+    def _clean(self, node: Node) -> None:
+        node.dirty = None
+        node.pin = 0
+        node.needs_rewrite = False
+        node.unjournaled = False
+        self.dirty.discard(node)
+        if node.parent is not None and id(node) not in self.lru:
+            self._cache_add(node)
+
+    # ------------------------------------------------------------------ inspection
+
+    def walk_nodes(self, btree_id: int) -> Iterator[Node]:
+        """Every node of a btree, depth first, parents before children."""
+        stack = [self.roots[btree_id]]
+        while stack:
+            node = stack.pop()
+            yield node
+            if node.level > 0:
+                for i in reversed(range(len(node.keys))):
+                    stack.append(self.child(node, i))

@@ -1,0 +1,119 @@
+"""Entry point of `bfs`: the root click group, lazy command loading, error policy.
+
+Commands are imported only when invoked, so `bfs --help` starts fast. Every
+error becomes one line `bfs: error: ...` on stderr and a documented exit code
+(bfs_tools/errors.py; `check` follows fsck(8)); BFS_DEBUG=1 or --debug shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from .. import __version__
+
+# name -> (module, attribute, short help). Help text lives here so listing the
+# commands imports nothing.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "format": ("format_cmd", "format_cmd", "Create a bfs filesystem on an image or device."),
+    "dump": ("dump_cmd", "dump_group", "Print the superblock, journal, btrees or alloc state."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        entry = COMMANDS.get(name)
+        if entry is None:
+            return None
+        module = importlib.import_module(f"{__package__}.{entry[0]}")
+        return getattr(module, entry[1])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_m, _a, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="bfs")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """Tools for bfs, a bcachefs-style copy-on-write B-tree filesystem.
+
+    IMAGE is a regular image file or a block device. Paths inside the image are
+    absolute (/a/b). Sizes accept binary suffixes: 4k, 256M, 1G, 16T.
+    """
+    if debug:
+        os.environ["BFS_DEBUG"] = "1"
+
+
+def _is_check(argv: list[str]) -> bool:
+    """Is the command `check` (whose errors follow fsck(8) exit codes)?"""
+    words = [a for a in argv if not a.startswith("-")]
+    return bool(words) and words[0] == "check"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from ..errors import BfsError
+
+    is_check = _is_check(argv)
+    debug = bool(os.environ.get("BFS_DEBUG")) or "--debug" in argv
+    try:
+        rv = cli.main(args=argv, prog_name="bfs", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.Abort:
+        _err("cancelled")
+        code = 32 if is_check else 130
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "bfs"
+        _err(f"{e.format_message()} (see '{where} --help')")
+        code = 16 if is_check else 2
+    except click.ClickException as e:
+        _err(e.format_message())
+        code = 8 if is_check else e.exit_code
+    except BfsError as e:
+        if debug:
+            raise
+        _err(str(e))
+        code = 8 if is_check else e.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        code = 32 if is_check else 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        code = 0
+    except Exception as e:  # a bug: say so in one line, no traceback unless asked
+        if debug:
+            raise
+        _err(f"internal error: {type(e).__name__}: {e} (run with BFS_DEBUG=1 for a traceback)")
+        code = 8 if is_check else 70
+    _flush_stdout()
+    sys.exit(code)
+
+
+def _err(message: str) -> None:
+    click.echo(f"bfs: error: {message}", err=True)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
+def _quiet_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

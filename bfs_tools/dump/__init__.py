@@ -1,0 +1,1 @@
+"""Renderers for `bfs dump`: superblock, journal, btrees, alloc state, usage."""

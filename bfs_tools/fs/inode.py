@@ -1,0 +1,120 @@
+"""Inode values (inodes btree, key at (0, inum, snapshot)) and their trigger.
+
+The trigger keeps the nr_inodes accounting counter; everything else about an
+inode is the filesystem layer's business (fs/).
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, fields
+
+from ..codec import record
+from ..formats.ids import AccountingType, KeyType
+from ..keys import Key, Pos, register, register_trigger
+
+InodeValue = record("InodeValue")
+
+
+@dataclass
+class Inode:
+    inum: int
+    mode: int = 0
+    flags: int = 0
+    uid: int = 0
+    gid: int = 0
+    nlink: int = 0
+    generation: int = 0
+    size: int = 0
+    sectors: int = 0
+    atime_sec: int = 0
+    atime_nsec: int = 0
+    mtime_sec: int = 0
+    mtime_nsec: int = 0
+    ctime_sec: int = 0
+    ctime_nsec: int = 0
+    btime_sec: int = 0
+    btime_nsec: int = 0
+    rdev: int = 0
+    hash_seed: int = 0
+    str_hash: int = 0
+    data_csum: int = 0
+    pad: int = 0
+    subvol: int = 0
+    dir: int = 0
+    dir_offset: int = 0
+    snapshot: int = 0        # snapshot of the key this was read from (not stored in the value)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_reg(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def is_lnk(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    def pack(self) -> bytes:
+        return InodeValue(*(getattr(self, n) for n in InodeValue._fields)).pack()
+
+    def key(self, snapshot: int | None = None) -> Key:
+        snap = self.snapshot if snapshot is None else snapshot
+        return Key(inode_pos(self.inum, snap), KeyType.inode, self.pack())
+
+    def copy(self) -> Inode:
+        return Inode(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+def inode_pos(inum: int, snapshot: int) -> Pos:
+    return (0, inum, snapshot)
+
+
+def decode_inode(k: Key) -> Inode:
+    v = InodeValue.unpack(k.val)
+    return Inode(k.pos[1], *v, snapshot=k.pos[2])
+
+
+def _inode_trigger(trans, btree_id: int, old: Key | None, new: Key | None) -> None:
+    delta = (1 if new is not None and new.type == KeyType.inode else 0) - (
+        1 if old is not None and old.type == KeyType.inode else 0)
+    if delta:
+        trans.acct((AccountingType.nr_inodes, 0, 0), [delta])
+
+
+_FILE_TYPES = {stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK,
+               stat.S_IFIFO, stat.S_IFSOCK}
+
+
+def _validate(btree_id: int, k: Key) -> str | None:
+    if len(k.val) != InodeValue.SIZE:
+        return f"inode value of {len(k.val)} bytes, expected {InodeValue.SIZE}"
+    v = InodeValue.unpack(k.val)
+    if stat.S_IFMT(v.mode) not in _FILE_TYPES:
+        return f"invalid file type in mode {v.mode:o}"
+    for name in ("atime_nsec", "mtime_nsec", "ctime_nsec", "btime_nsec"):
+        if getattr(v, name) >= 1_000_000_000:
+            return f"{name} out of range"
+    if k.pos[0] != 0 or k.pos[1] == 0:
+        return "inode key outside (0, inum)"
+    return None
+
+
+def _to_text(k: Key) -> str:
+    i = decode_inode(k)
+    return (f"mode {i.mode:o} uid {i.uid} gid {i.gid} nlink {i.nlink} size {i.size} "
+            f"sectors {i.sectors} mtime {i.mtime_sec}.{i.mtime_nsec:09d}"
+            + (f" subvol {i.subvol}" if i.subvol else "") + (f" dir {i.dir}" if i.dir else ""))
+
+
+def _to_json(k: Key) -> dict:
+    i = decode_inode(k)
+    out = {f.name: getattr(i, f.name) for f in fields(i) if f.name not in ("pad", "snapshot")}
+    out["mode"] = f"{i.mode:o}"
+    return out
+
+
+register(KeyType.inode, validate=_validate, to_text=_to_text, to_json=_to_json)
+register_trigger(KeyType.inode, _inode_trigger)

@@ -1,0 +1,298 @@
+"""The device layer: the only code that touches image files and block devices.
+
+One interface (`Device`) with three implementations:
+  * FileDevice: a regular image file or a block device (/dev/loopN, /dev/sdX).
+    Writers hold an exclusive lock (flock on files, O_EXCL on block devices) so a
+    second writer gets a clear error; readers take a shared flock on files.
+  * MemoryDevice: sparse, in memory, for tests.
+  * RecordingDevice: wraps another device and logs every write and flush, so a
+    crash harness can rebuild the device as it was at any point (io/crash.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import struct
+from dataclasses import dataclass
+
+from ..errors import DeviceBusyError, DeviceError, ReadOnlyError
+
+BLKGETSIZE64 = 0x80081272
+BLKSSZGET = 0x1268
+BLKDISCARD = 0x1277
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+class Device:
+    """A byte-addressed device. Offsets and lengths are bytes."""
+
+    name: str = "device"
+    size: int = 0
+    sector_size: int = 512
+    writable: bool = False
+    is_block_device: bool = False
+
+    def read(self, offset: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def write(self, offset: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make every completed write durable (fsync / cache flush)."""
+        raise NotImplementedError
+
+    def discard(self, offset: int, length: int) -> None:
+        """Tell the device the range no longer holds data (best effort)."""
+
+    def close(self) -> None:
+        pass
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise DeviceError(
+                f"{self.name}: access [{offset}, {offset + length}) beyond the end of the "
+                f"device ({self.size} bytes)")
+
+    def _check_write(self, offset: int, length: int) -> None:
+        if not self.writable:
+            raise ReadOnlyError(f"{self.name}: opened read-only")
+        self._check_range(offset, length)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_fallocate = None
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """fallocate(PUNCH_HOLE | KEEP_SIZE); ctypes is imported only when needed."""
+    global _fallocate
+    if _fallocate is None:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        _fallocate = libc.fallocate
+        _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+
+
+class FileDevice(Device):
+    """A regular image file or a block device."""
+
+    def __init__(self, path: str, *, write: bool = False, create_size: int | None = None):
+        self.name = path
+        self.writable = write
+        flags = os.O_CLOEXEC | (os.O_RDWR if write else os.O_RDONLY)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if create_size is None:
+                raise DeviceError(f"{path}: no such file") from None
+            st = None
+        except OSError as e:
+            raise DeviceError(f"{path}: {e.strerror}") from None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise DeviceError(f"{path}: is a directory, not an image file or block device")
+        if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise DeviceError(f"{path}: not a regular file or block device")
+        self.is_block_device = st is not None and stat.S_ISBLK(st.st_mode)
+        if st is None:
+            flags |= os.O_CREAT
+        if self.is_block_device and write:
+            flags |= os.O_EXCL
+        try:
+            self.fd = os.open(path, flags, 0o644)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise DeviceBusyError(
+                    f"{path}: device is busy (mounted, or opened by another writer)") from None
+            if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM) and write:
+                raise DeviceError(f"{path}: cannot open for writing: {e.strerror}") from None
+            raise DeviceError(f"{path}: {e.strerror}") from None
+        try:
+            if not self.is_block_device:
+                self._lock(write)
+            if st is None:
+                os.ftruncate(self.fd, create_size)
+            self.size, self.sector_size = self._probe_size()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _lock(self, write: bool) -> None:
+        try:
+            fcntl.flock(self.fd, (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            what = "another process is writing it" if not write else "another process is using it"
+            raise DeviceBusyError(f"{self.name}: image is busy: {what}") from None
+
+    def _probe_size(self) -> tuple[int, int]:
+        if self.is_block_device:
+            buf = fcntl.ioctl(self.fd, BLKGETSIZE64, b"\0" * 8)
+            size = struct.unpack("<Q", buf)[0]
+            buf = fcntl.ioctl(self.fd, BLKSSZGET, b"\0" * 4)
+            return size, struct.unpack("<I", buf)[0]
+        return os.fstat(self.fd).st_size, 512
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check_range(offset, length)
+        try:
+            data = os.pread(self.fd, length, offset)
+            while len(data) < length:
+                more = os.pread(self.fd, length - len(data), offset + len(data))
+                if not more:
+                    raise DeviceError(f"{self.name}: short read at {offset}")
+                data += more
+            return data
+        except OSError as e:
+            raise DeviceError(f"{self.name}: read error at byte {offset}: {e.strerror}") from None
+
+    def write(self, offset: int, data) -> None:
+        self._check_write(offset, len(data))
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.pwrite(self.fd, view, offset)
+                view = view[n:]
+                offset += n
+        except OSError as e:
+            raise DeviceError(f"{self.name}: write error at byte {offset}: {e.strerror}") from None
+
+    def flush(self) -> None:
+        if not self.writable:
+            return
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            raise DeviceError(f"{self.name}: flush failed: {e.strerror}") from None
+
+    def discard(self, offset: int, length: int) -> None:
+        if not self.writable or length <= 0:
+            return
+        self._check_range(offset, length)
+        try:
+            if self.is_block_device:
+                fcntl.ioctl(self.fd, BLKDISCARD, struct.pack("<QQ", offset, length))
+            else:
+                _punch_hole(self.fd, offset, length)
+        except OSError:
+            pass  # discard is advisory: unsupported devices keep the data
+
+    def close(self) -> None:
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class MemoryDevice(Device):
+    """A sparse in-memory device (unwritten ranges read as zeros)."""
+
+    CHUNK = 65536
+
+    def __init__(self, size: int, *, name: str = "memory", writable: bool = True):
+        self.size = size
+        self.name = name
+        self.writable = writable
+        self.chunks: dict[int, bytearray] = {}
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check_range(offset, length)
+        out = bytearray(length)
+        pos = offset
+        while pos < offset + length:
+            idx, within = divmod(pos, self.CHUNK)
+            n = min(self.CHUNK - within, offset + length - pos)
+            chunk = self.chunks.get(idx)
+            if chunk is not None:
+                out[pos - offset:pos - offset + n] = chunk[within:within + n]
+            pos += n
+        return bytes(out)
+
+    def write(self, offset: int, data) -> None:
+        self._check_write(offset, len(data))
+        data = memoryview(data)
+        pos = 0
+        while pos < len(data):
+            idx, within = divmod(offset + pos, self.CHUNK)
+            n = min(self.CHUNK - within, len(data) - pos)
+            chunk = self.chunks.get(idx)
+            if chunk is None:
+                chunk = self.chunks[idx] = bytearray(self.CHUNK)
+            chunk[within:within + n] = data[pos:pos + n]
+            pos += n
+
+    def flush(self) -> None:
+        pass
+
+    def discard(self, offset: int, length: int) -> None:
+        if not self.writable:
+            return
+        self._check_range(offset, length)
+        end = offset + length
+        first = -(-offset // self.CHUNK)
+        for idx in range(first, end // self.CHUNK):
+            self.chunks.pop(idx, None)
+
+    def clone(self, *, writable: bool = True) -> MemoryDevice:
+        dev = MemoryDevice(self.size, name=self.name, writable=writable)
+        dev.chunks = {i: bytearray(c) for i, c in self.chunks.items()}
+        return dev
+
+    def allocated_bytes(self) -> int:
+        return len(self.chunks) * self.CHUNK
+
+
+@dataclass(frozen=True)
+class WriteOp:
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FlushOp:
+    pass
+
+
+class RecordingDevice(Device):
+    """Passes everything to `inner` and logs each write and flush in `log`."""
+
+    def __init__(self, inner: Device):
+        self.inner = inner
+        self.name = inner.name
+        self.size = inner.size
+        self.sector_size = inner.sector_size
+        self.writable = inner.writable
+        self.log: list[WriteOp | FlushOp] = []
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.inner.read(offset, length)
+
+    def write(self, offset: int, data) -> None:
+        self.inner.write(offset, data)
+        self.log.append(WriteOp(offset, bytes(data)))
+
+    def flush(self) -> None:
+        self.inner.flush()
+        self.log.append(FlushOp())
+
+    def discard(self, offset: int, length: int) -> None:
+        # A discard may or may not reach the medium before a crash; the crash
+        # harness treats discarded ranges as keeping their old contents, which
+        # is the state the format must tolerate.
+        self.inner.discard(offset, length)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def open_device(path: str, *, write: bool = False, create_size: int | None = None) -> FileDevice:
+    return FileDevice(path, write=write, create_size=create_size)

@@ -1,0 +1,184 @@
+"""Reflink values and refcount triggers (bcachefs semantics).
+
+An indirect extent (`reflink_v`, or `indirect_inline_data`) lives in the
+reflink btree at (0, end index, 0) and carries a refcount: the number of
+`reflink_p` keys whose padded range covers it. A `reflink_p` in the extents
+btree maps its range of a file to indexes [idx, idx + size) of the reflink
+btree. The reflink_p trigger adds/removes one reference on every indirect key
+its padded range touches; an indirect key whose refcount reaches zero is
+deleted, which frees its data through the data trigger.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .codec import record
+from .errors import CorruptionError
+from .extents import Extent, decode_extent
+from .formats.constants import REFLINK_IDX_MAX, REFLINK_REFCOUNT_MAX
+from .formats.ids import AccountingType, BtreeId, KeyType
+from .keys import Key, Pos, register, register_trigger
+
+ReflinkPValue = record("ReflinkPValue")
+RefcountHead = record("IndirectInlineDataValue")  # the refcount prefix shared by both kinds
+
+
+class ReflinkP(NamedTuple):
+    idx: int
+    front_pad: int
+    back_pad: int
+
+    def pack(self) -> bytes:
+        return ReflinkPValue(self.idx, self.front_pad, self.back_pad).pack()
+
+
+class ReflinkV(NamedTuple):
+    refcount: int
+    extent: Extent
+
+
+def decode_reflink_p(val: bytes) -> ReflinkP:
+    v = ReflinkPValue.unpack(val)
+    return ReflinkP(v.idx, v.front_pad, v.back_pad)
+
+
+def decode_reflink_v(val: bytes) -> ReflinkV:
+    refcount = RefcountHead.unpack(val).refcount
+    return ReflinkV(refcount, decode_extent(val[8:]))
+
+
+def refcount_of(k: Key) -> int:
+    return RefcountHead.unpack(k.val).refcount
+
+
+def with_refcount(k: Key, refcount: int) -> Key:
+    return Key(k.pos, k.type, refcount.to_bytes(8, "little") + k.val[8:], size=k.size,
+               version=k.version)
+
+
+def reflink_p_key(pos: Pos, size: int, p: ReflinkP) -> Key:
+    return Key(pos, KeyType.reflink_p, p.pack(), size=size)
+
+
+def cut_reflink_p(k: Key, start: int, end: int) -> Key:
+    """Part [start, end) of a reflink_p. An edge that was cut gets no padding; an
+    untouched edge keeps its pad. Either way every indirect key the piece's
+    range overlaps keeps a reference from it, so splits never leak references."""
+    p = decode_reflink_p(k.val)
+    skip_front = start - k.start
+    new = ReflinkP(p.idx + skip_front, 0 if skip_front else p.front_pad,
+                   0 if end != k.end else p.back_pad)
+    return Key((k.pos[0], end, k.pos[2]), KeyType.reflink_p, new.pack(), size=end - start,
+               version=k.version)
+
+
+def padded_range(k: Key) -> tuple[int, int]:
+    p = decode_reflink_p(k.val)
+    return p.idx - p.front_pad, p.idx + k.size + p.back_pad
+
+
+def reflink_p_trigger(trans, btree_id: int, old: Key | None, new: Key | None) -> None:
+    """Queue +1/-1 reference deltas over the padded ranges; they are netted and
+    applied to the indirect keys just before the reflink btree's triggers run."""
+    deltas = trans.deferred_state.get("reflink_refs")
+    if deltas is None:
+        deltas = trans.deferred_state["reflink_refs"] = []
+        trans.before(BtreeId.reflink, _apply_ref_deltas)
+    for k, sign in ((old, -1), (new, 1)):
+        if k is None or k.type != KeyType.reflink_p:
+            continue
+        start, end = padded_range(k)
+        deltas.append((start, end, sign, k.pos))
+        trans.acct((AccountingType.reflink, 0, 0), [0, sign * k.size])
+
+
+def _apply_ref_deltas(trans) -> None:
+    deltas = trans.deferred_state.pop("reflink_refs", [])
+    if not deltas:
+        return
+    lo = min(d[0] for d in deltas)
+    hi = max(d[1] for d in deltas)
+    covered = {i: False for i, d in enumerate(deltas) if d[2] > 0}
+    changes: list[tuple[Key, int]] = []
+    for v in trans.iter(BtreeId.reflink, (0, lo + 1, 0), (0, REFLINK_IDX_MAX, 0)):
+        if v.start >= hi:
+            break
+        net = 0
+        for i, (start, end, sign, _pos) in enumerate(deltas):
+            if v.start < end and start < v.end:
+                net += sign
+                if sign > 0:
+                    covered[i] = True
+        if net and v.type != KeyType.error:
+            changes.append((v, net))
+    for i, ok in covered.items():
+        if not ok:
+            start, end, _sign, pos = deltas[i]
+            raise CorruptionError(f"reflink pointer at {pos} refers to missing indexes "
+                                  f"[{start}, {end}); run bfs check")
+    for v, net in changes:
+        refs = refcount_of(v) + net
+        if refs < 0:
+            raise CorruptionError(f"reflink refcount underflow at index {v.pos[1]}; run bfs check")
+        if refs > REFLINK_REFCOUNT_MAX:
+            raise CorruptionError(f"reflink refcount overflow at index {v.pos[1]}")
+        if refs == 0:
+            trans.delete(BtreeId.reflink, v.pos)
+        else:
+            trans.update(BtreeId.reflink, with_refcount(v, refs))
+
+
+def _validate_p(btree_id: int, k: Key) -> str | None:
+    if len(k.val) != ReflinkPValue.SIZE:
+        return f"reflink_p value of {len(k.val)} bytes"
+    p = decode_reflink_p(k.val)
+    if p.idx < p.front_pad or p.idx + k.size + p.back_pad > REFLINK_IDX_MAX:
+        return "reflink_p range outside the index space"
+    return None
+
+
+def _validate_v(btree_id: int, k: Key) -> str | None:
+    from .extents import _validate_extent
+
+    if len(k.val) < 8:
+        return "indirect value without refcount"
+    if refcount_of(k) == 0:
+        return "indirect extent with refcount 0"
+    if k.type == KeyType.reflink_v:
+        return _validate_extent(btree_id, Key(k.pos, KeyType.extent, k.val[8:], size=k.size))
+    return None
+
+
+def _p_text(k: Key) -> str:
+    p = decode_reflink_p(k.val)
+    return f"idx {p.idx} front_pad {p.front_pad} back_pad {p.back_pad}"
+
+
+def _v_text(k: Key) -> str:
+    from .extents import _extent_text
+
+    if k.type == KeyType.reflink_v:
+        body = _extent_text(Key(k.pos, KeyType.extent, k.val[8:], size=k.size))
+    else:
+        body = f"{len(k.val) - 8} bytes inline"
+    return f"refcount {refcount_of(k)} {body}"
+
+
+def _v_json(k: Key) -> dict:
+    from .extents import _extent_json
+
+    out = {"refcount": refcount_of(k)}
+    if k.type == KeyType.reflink_v:
+        out["extent"] = _extent_json(Key(k.pos, KeyType.extent, k.val[8:], size=k.size))
+    else:
+        out["bytes"] = len(k.val) - 8
+        out["data"] = k.val[8:].hex()
+    return out
+
+
+register(KeyType.reflink_p, validate=_validate_p, to_text=_p_text,
+         to_json=lambda k: decode_reflink_p(k.val)._asdict())
+register(KeyType.reflink_v, validate=_validate_v, to_text=_v_text, to_json=_v_json)
+register(KeyType.indirect_inline_data, validate=_validate_v, to_text=_v_text, to_json=_v_json)
+register_trigger(KeyType.reflink_p, reflink_p_trigger)

@@ -1,0 +1,217 @@
+"""Transactions: queue updates, run triggers, journal, apply — all or nothing.
+
+    t = store.transaction()
+    t.update(BtreeId.inodes, key)       # insert or overwrite at key.pos
+    t.delete(BtreeId.dirents, pos)
+    t.commit()
+
+Reads through the transaction (`get`, `iter`) see its own queued updates.
+At commit, the triggers of every updated key run once, with the committed old
+key and the final new key; they may queue updates in btrees later in
+TRIGGER_ORDER (alloc keys, freespace, refcounts) and accounting deltas, which
+become absolute accounting keys. Then the final keys are journalled and applied
+to the btrees. Nothing is applied if a trigger raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from .errors import FormatError, ReadOnlyError
+from .formats.ids import BtreeId, KeyType
+from .keys import HEADER_SIZE, POS_MAX, POS_MIN, REGISTRY, Key, Pos, deleted_key
+
+# Triggers may only queue updates in btrees after their own in this order.
+TRIGGER_ORDER = [BtreeId.subvolumes, BtreeId.snapshots, BtreeId.snapshot_trees,
+                 BtreeId.inodes, BtreeId.dirents, BtreeId.xattrs, BtreeId.deleted_inodes,
+                 BtreeId.extents, BtreeId.reflink, BtreeId.alloc, BtreeId.freespace,
+                 BtreeId.accounting]
+
+_DELETED = KeyType.deleted
+
+
+class Transaction:
+    def __init__(self, store):
+        self.store = store
+        self.btrees = store.btrees
+        self.updates: dict[int, dict[Pos, Key]] = {}
+        self.acct_deltas: dict[Pos, list[int]] = {}
+        self.on_commit: list[Callable[[], None]] = []
+        self._processing: int | None = None
+        self._done: set[Pos] = set()
+        self.deferred_state: dict = {}
+        self._before: dict[int, list[Callable]] = {}
+        self.committed = False
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, btree_id: int, pos: Pos) -> Key | None:
+        pending = self.updates.get(btree_id)
+        if pending is not None:
+            k = pending.get(pos)
+            if k is not None:
+                return None if k.type == _DELETED else k
+        return self.btrees.get(btree_id, pos)
+
+    def iter(self, btree_id: int, start: Pos = POS_MIN, end: Pos = POS_MAX) -> Iterator[Key]:
+        """Keys in [start, end], committed state overlaid with queued updates."""
+        pending = self.updates.get(btree_id)
+        base = self.btrees.iter(btree_id, start, end)
+        if not pending:
+            yield from base
+            return
+        mine = sorted((p, k) for p, k in pending.items() if start <= p <= end)
+        if not mine:
+            yield from base
+            return
+        i = 0
+        for k in base:
+            while i < len(mine) and mine[i][0] < k.pos:
+                if mine[i][1].type != _DELETED:
+                    yield mine[i][1]
+                i += 1
+            if i < len(mine) and mine[i][0] == k.pos:
+                if mine[i][1].type != _DELETED:
+                    yield mine[i][1]
+                i += 1
+                continue
+            yield k
+        while i < len(mine):
+            if mine[i][1].type != _DELETED:
+                yield mine[i][1]
+            i += 1
+
+    def iter_reverse(self, btree_id: int, start: Pos = POS_MAX, end: Pos = POS_MIN) -> Iterator[Key]:
+        pending = self.updates.get(btree_id)
+        if not pending:
+            yield from self.btrees.iter_reverse(btree_id, start, end)
+            return
+        keys = {k.pos: k for k in self.btrees.iter_reverse(btree_id, start, end)}
+        for p, k in pending.items():
+            if end <= p <= start:
+                keys[p] = k
+        for p in sorted(keys, reverse=True):
+            if keys[p].type != _DELETED:
+                yield keys[p]
+
+    def peek(self, btree_id: int, pos: Pos, end: Pos = POS_MAX) -> Key | None:
+        for k in self.iter(btree_id, pos, end):
+            return k
+        return None
+
+    def peek_prev(self, btree_id: int, pos: Pos, end: Pos = POS_MIN) -> Key | None:
+        for k in self.iter_reverse(btree_id, pos, end):
+            return k
+        return None
+
+    # ------------------------------------------------------------------ writes
+
+    def update(self, btree_id: int, key: Key) -> None:
+        if self._processing is not None:
+            order = TRIGGER_ORDER.index(btree_id)
+            if order < self._processing or (order == self._processing and key.pos in self._done):
+                raise FormatError(f"trigger updated btree {BtreeId(btree_id).name} out of order "
+                                  "(internal error)")
+        pending = self.updates.get(btree_id)
+        if pending is None:
+            pending = self.updates[btree_id] = {}
+        pending[key.pos] = key
+
+    def delete(self, btree_id: int, pos: Pos) -> None:
+        self.update(btree_id, deleted_key(pos))
+
+    def before(self, btree_id: int, fn: Callable[[Transaction], None]) -> None:
+        """Run fn(trans) once, just before the triggers of `btree_id` run."""
+        fns = self._before.setdefault(btree_id, [])
+        if fn not in fns:
+            fns.append(fn)
+
+    def acct(self, pos: Pos, deltas: list[int]) -> None:
+        """Add `deltas` to the counters of the accounting key at `pos`."""
+        cur = self.acct_deltas.get(pos)
+        if cur is None:
+            self.acct_deltas[pos] = list(deltas)
+        else:
+            for i, d in enumerate(deltas):
+                if i < len(cur):
+                    cur[i] += d
+                else:
+                    cur.append(d)
+
+    @property
+    def nr_updates(self) -> int:
+        return sum(len(p) for p in self.updates.values())
+
+    # ------------------------------------------------------------------ commit
+
+    def run_triggers(self) -> None:
+        get = self.btrees.get
+        for order, btree_id in enumerate(TRIGGER_ORDER):
+            self._processing = order
+            self._done = set()
+            for fn in self._before.pop(btree_id, []):
+                fn(self)
+            pending = self.updates.get(btree_id)
+            while pending:
+                todo = [(p, k) for p, k in pending.items() if p not in self._done]
+                if not todo:
+                    break
+                for pos, new in todo:
+                    self._done.add(pos)
+                    old = get(btree_id, pos)
+                    fns = REGISTRY[old.type].triggers if old is not None else []
+                    if new.type != _DELETED:
+                        extra = REGISTRY[new.type].triggers
+                        if extra and extra is not fns:
+                            fns = fns + [f for f in extra if f not in fns]
+                    for fn in fns:
+                        fn(self, btree_id, old, None if new.type == _DELETED else new)
+        self._processing = None
+        self._materialise_accounting()
+
+    def _materialise_accounting(self) -> None:
+        from .alloc.accounting import apply_deltas
+
+        for pos, deltas in self.acct_deltas.items():
+            if any(deltas):
+                apply_deltas(self, pos, deltas)
+        self.acct_deltas = {}
+
+    def commit(self, *, run_triggers: bool = True, journal: bool | None = None) -> None:
+        """Run triggers, journal and apply. `journal=False` writes the updates only
+        to btree nodes (written before the next commit point): for bulk loads."""
+        store = self.store
+        if store.read_only:
+            raise ReadOnlyError("image opened read-only")
+        if self.committed:
+            raise FormatError("transaction committed twice (internal error)")
+        if run_triggers:
+            self.run_triggers()
+        elif self.acct_deltas:
+            self._materialise_accounting()
+        self.committed = True
+        if not self.updates:
+            for fn in self.on_commit:
+                fn()
+            return
+        jrnl = store.journal
+        if journal is None:
+            size = sum(HEADER_SIZE + len(k.val) for p in self.updates.values() for k in p.values())
+            journal = size <= store.journal_capacity() // 4
+        seq = jrnl.seq
+        jrnl.trans_start = seq
+        try:
+            if journal:
+                for btree_id, pending in self.updates.items():
+                    jrnl.add_keys(btree_id, list(pending.values()))
+            store.journal_reserve(jrnl.seq)
+            apply = self.btrees.apply
+            for btree_id, pending in self.updates.items():
+                for key in pending.values():
+                    apply(btree_id, key, seq, journal)
+        finally:
+            jrnl.trans_start = 0
+        self.btrees.flush_moves()
+        for fn in self.on_commit:
+            fn()
+        store.after_transaction()
