@@ -316,3 +316,25 @@ def key_to_json(k: Key, btree_id: int | None = None) -> dict:
     elif k.val:
         out["value"] = {"raw": k.val.hex()}
     return out
+
+
+def filter_visible(keys, visible, *, whiteouts: bool = False):
+    """The keys a snapshot sees, from a position-ordered stream of keys.
+
+    For each (inode, offset) the first key whose snapshot is in `visible` (the
+    reading snapshot and its ancestors) wins: with snapshot ids descending from
+    the root, that is the nearest version. A winning whiteout hides the older
+    versions; it is yielded only if `whiteouts` (hashed btrees need to see
+    hash_whiteouts to keep probing).
+    """
+    last_inode = last_offset = None
+    for k in keys:
+        inode, offset, snap = k.pos
+        if offset == last_offset and inode == last_inode:
+            continue
+        if snap not in visible:
+            continue
+        last_inode, last_offset = inode, offset
+        if k.type <= 2 and not whiteouts:   # deleted, whiteout, hash_whiteout
+            continue
+        yield k

@@ -15,6 +15,7 @@ to the btrees. Nothing is applied if a trigger raises.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterator
 
 from .errors import FormatError, ReadOnlyError
@@ -35,6 +36,7 @@ class Transaction:
         self.store = store
         self.btrees = store.btrees
         self.updates: dict[int, dict[Pos, Key]] = {}
+        self._sorted: dict[int, list[Pos]] = {}   # pending positions per btree, sorted
         self.acct_deltas: dict[Pos, list[int]] = {}
         self.on_commit: list[Callable[[], None]] = []
         self._processing: int | None = None
@@ -53,46 +55,61 @@ class Transaction:
                 return None if k.type == _DELETED else k
         return self.btrees.get(btree_id, pos)
 
+    def _pending_range(self, btree_id: int, start: Pos, end: Pos) -> list[Key]:
+        positions = self._sorted.get(btree_id)
+        if not positions:
+            return []
+        pending = self.updates[btree_id]
+        return [pending[p] for p in positions[bisect_left(positions, start):
+                                              bisect_right(positions, end)]]
+
     def iter(self, btree_id: int, start: Pos = POS_MIN, end: Pos = POS_MAX) -> Iterator[Key]:
         """Keys in [start, end], committed state overlaid with queued updates."""
-        pending = self.updates.get(btree_id)
+        mine = self._pending_range(btree_id, start, end)
         base = self.btrees.iter(btree_id, start, end)
-        if not pending:
-            yield from base
-            return
-        mine = sorted((p, k) for p, k in pending.items() if start <= p <= end)
         if not mine:
             yield from base
             return
         i = 0
+        n = len(mine)
         for k in base:
-            while i < len(mine) and mine[i][0] < k.pos:
-                if mine[i][1].type != _DELETED:
-                    yield mine[i][1]
+            while i < n and mine[i].pos < k.pos:
+                if mine[i].type != _DELETED:
+                    yield mine[i]
                 i += 1
-            if i < len(mine) and mine[i][0] == k.pos:
-                if mine[i][1].type != _DELETED:
-                    yield mine[i][1]
+            if i < n and mine[i].pos == k.pos:
+                if mine[i].type != _DELETED:
+                    yield mine[i]
                 i += 1
                 continue
             yield k
-        while i < len(mine):
-            if mine[i][1].type != _DELETED:
-                yield mine[i][1]
+        while i < n:
+            if mine[i].type != _DELETED:
+                yield mine[i]
             i += 1
 
     def iter_reverse(self, btree_id: int, start: Pos = POS_MAX, end: Pos = POS_MIN) -> Iterator[Key]:
-        pending = self.updates.get(btree_id)
-        if not pending:
-            yield from self.btrees.iter_reverse(btree_id, start, end)
+        mine = self._pending_range(btree_id, end, start)
+        base = self.btrees.iter_reverse(btree_id, start, end)
+        if not mine:
+            yield from base
             return
-        keys = {k.pos: k for k in self.btrees.iter_reverse(btree_id, start, end)}
-        for p, k in pending.items():
-            if end <= p <= start:
-                keys[p] = k
-        for p in sorted(keys, reverse=True):
-            if keys[p].type != _DELETED:
-                yield keys[p]
+        i = len(mine) - 1
+        for k in base:
+            while i >= 0 and mine[i].pos > k.pos:
+                if mine[i].type != _DELETED:
+                    yield mine[i]
+                i -= 1
+            if i >= 0 and mine[i].pos == k.pos:
+                if mine[i].type != _DELETED:
+                    yield mine[i]
+                i -= 1
+                continue
+            yield k
+        while i >= 0:
+            if mine[i].type != _DELETED:
+                yield mine[i]
+            i -= 1
 
     def peek(self, btree_id: int, pos: Pos, end: Pos = POS_MAX) -> Key | None:
         for k in self.iter(btree_id, pos, end):
@@ -115,6 +132,9 @@ class Transaction:
         pending = self.updates.get(btree_id)
         if pending is None:
             pending = self.updates[btree_id] = {}
+            self._sorted[btree_id] = []
+        if key.pos not in pending:
+            insort(self._sorted[btree_id], key.pos)
         pending[key.pos] = key
 
     def delete(self, btree_id: int, pos: Pos) -> None:
@@ -207,8 +227,8 @@ class Transaction:
             store.journal_reserve(jrnl.seq)
             apply = self.btrees.apply
             for btree_id, pending in self.updates.items():
-                for key in pending.values():
-                    apply(btree_id, key, seq, journal)
+                for pos in self._sorted[btree_id]:      # sorted: leaf after leaf
+                    apply(btree_id, pending[pos], seq, journal)
         finally:
             jrnl.trans_start = 0
         self.btrees.flush_moves()

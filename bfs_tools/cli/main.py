@@ -21,6 +21,15 @@ from .. import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "format": ("format_cmd", "format_cmd", "Create a bfs filesystem on an image or device."),
     "dump": ("dump_cmd", "dump_group", "Print the superblock, journal, btrees or alloc state."),
+    "ls": ("files_cmd", "ls_cmd", "List a directory."),
+    "stat": ("files_cmd", "stat_cmd", "Show an inode and its extents."),
+    "cat": ("files_cmd", "cat_cmd", "Write a file's contents to stdout."),
+    "get": ("files_cmd", "get_cmd", "Copy files out of the image."),
+    "put": ("files_cmd", "put_cmd", "Copy files into the image."),
+    "mkdir": ("files_cmd", "mkdir_cmd", "Create a directory."),
+    "rm": ("files_cmd", "rm_cmd", "Remove a file or directory."),
+    "mv": ("files_cmd", "mv_cmd", "Rename or move a file or directory."),
+    "ln": ("files_cmd", "ln_cmd", "Make a hard or symbolic link."),
 }
 
 

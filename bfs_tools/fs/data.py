@@ -1,0 +1,305 @@
+"""File data: writing extents (checksummed regions on the device), reading them
+back with checksum verification, and the range edits behind write/truncate.
+
+Offsets in the extents btree are 512-byte sectors; data is written in whole
+blocks (the tail of the last block is zero), so bytes past i_size inside an
+allocated block always read as zeros. Files up to inline_data_max bytes keep
+their data in an inline_data key instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..checksum import checksum
+from ..errors import ChecksumError, CorruptionError
+from ..extents import Extent, decode_extent, extent_key
+from ..formats.constants import U32_MAX, U64_MAX
+from ..formats.fsck_errors import BY_NAME as ERR
+from ..formats.ids import BtreeId, KeyType
+from ..keys import Key, filter_visible
+from .extent_update import replace_range
+
+SECTOR = 512
+E = BtreeId.extents
+END_OF_FILE = (1 << 63) // SECTOR   # "to the end": beyond any possible key
+
+
+def round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+class DataWriter:
+    """Writes data regions to freshly allocated space, coalescing writes that are
+    contiguous on the device into one pwrite (populate writes thousands of files)."""
+
+    def __init__(self, store, csum_type: int):
+        self.store = store
+        self.csum_type = csum_type
+        self.block = store.sb.block_size
+        self.extent_max = store.sb.extent_max
+        self.buf = bytearray()
+        self.buf_start = 0          # device byte offset of buf[0]
+        self.bytes_written = 0
+
+    def write(self, data) -> list[tuple[int, Extent]]:
+        """Write `data`; returns [(sectors of file data covered, extent)] in order."""
+        out = []
+        view = memoryview(data)
+        pos = 0
+        alloc = self.store.allocator
+        while pos < len(view):
+            want = round_up(min(len(view) - pos, self.extent_max), self.block)
+            sector, gen, grant = alloc.allocate_data(want)
+            n = min(len(view) - pos, grant)
+            chunk = view[pos:pos + n]
+            pad = round_up(n, self.block) - n
+            region = bytes(chunk) + b"\0" * pad if pad else bytes(chunk)
+            if len(region) < grant:
+                alloc.release_data(sector + len(region) // SECTOR, grant - len(region))
+            self._put(sector * SECTOR, region)
+            csum = checksum(self.csum_type, region)
+            out.append((len(region) // SECTOR,
+                        Extent(sector, gen, self.csum_type, len(region) // SECTOR, 0, csum)))
+            pos += n
+        return out
+
+    def _put(self, offset: int, region: bytes) -> None:
+        if self.buf and self.buf_start + len(self.buf) == offset and len(self.buf) < 8 << 20:
+            self.buf += region
+        else:
+            self.flush()
+            self.buf = bytearray(region)
+            self.buf_start = offset
+        self.bytes_written += len(region)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.store.dev.write(self.buf_start, self.buf)
+            self.buf = bytearray()
+
+
+def data_keys(inum: int, snapshot: int, start_sector: int, extents) -> list[Key]:
+    keys = []
+    at = start_sector
+    for sectors, e in extents:
+        keys.append(extent_key((inum, at + sectors, snapshot), sectors, e))
+        at += sectors
+    return keys
+
+
+def inline_key(inum: int, snapshot: int, data: bytes) -> Key:
+    sectors = max(1, round_up(len(data), SECTOR) // SECTOR)
+    return Key((inum, sectors, snapshot), KeyType.inline_data, bytes(data), size=sectors)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+@dataclass
+class ReadContext:
+    store: object
+    what: str                  # name for error messages (the path)
+    cache_sector: int = -1
+    cache_data: bytes = b""
+
+
+def _region(ctx: ReadContext, e: Extent, file_offset: int) -> bytes:
+    if e.sector == ctx.cache_sector:
+        return ctx.cache_data
+    store = ctx.store
+    length = e.region_sectors * SECTOR
+    start = e.sector * SECTOR
+    if start + length > store.dev.size or e.sector == 0:
+        raise CorruptionError(f"{ctx.what}: extent at file offset {file_offset} points outside "
+                              "the device", ERR["ptr_beyond_device"].id)
+    data = store.dev.read(start, length)
+    if checksum(e.csum_type, data) != e.csum:
+        raise ChecksumError(f"{ctx.what}: data checksum mismatch at file offset {file_offset} "
+                            f"(device sector {e.sector})")
+    ctx.cache_sector, ctx.cache_data = e.sector, data
+    return data
+
+
+def key_data(ctx: ReadContext, k: Key) -> bytes:
+    """The bytes of the file range [k.start, k.end) sectors that key k maps."""
+    length = k.size * SECTOR
+    t = k.type
+    if t == KeyType.extent:
+        e = decode_extent(k.val)
+        region = _region(ctx, e, k.start * SECTOR)
+        return region[e.offset * SECTOR:e.offset * SECTOR + length]
+    if t == KeyType.inline_data:
+        return k.val[:length].ljust(length, b"\0")
+    if t == KeyType.reflink_p:
+        return _indirect_data(ctx, k)
+    if t == KeyType.error:
+        raise CorruptionError(f"{ctx.what}: data at file offset {k.start * SECTOR} was lost "
+                              "(marked by fsck)", ERR["reflink_p_to_missing"].id)
+    return b"\0" * length
+
+
+def _indirect_data(ctx: ReadContext, k: Key) -> bytes:
+    from ..reflink import decode_reflink_p
+
+    p = decode_reflink_p(k.val)
+    lo, hi = p.idx, p.idx + k.size
+    out = bytearray(k.size * SECTOR)
+    found = lo
+    for v in ctx.store.btrees.iter(BtreeId.reflink, (0, lo + 1, 0), (0, U64_MAX, 0)):
+        if v.start >= hi:
+            break
+        if v.start > found:
+            break
+        a, b = max(v.start, lo), min(v.end, hi)
+        if v.type == KeyType.reflink_v:
+            e = decode_extent(v.val[8:])
+            region = _region(ctx, e, (k.start + a - lo) * SECTOR)
+            off = (e.offset + a - v.start) * SECTOR
+            piece = region[off:off + (b - a) * SECTOR]
+        elif v.type == KeyType.indirect_inline_data:
+            raw = v.val[8:]
+            piece = raw[(a - v.start) * SECTOR:(b - v.start) * SECTOR].ljust((b - a) * SECTOR, b"\0")
+        else:
+            raise CorruptionError(f"{ctx.what}: shared data at file offset "
+                                  f"{(k.start + a - lo) * SECTOR} was lost",
+                                  ERR["reflink_p_to_missing"].id)
+        out[(a - lo) * SECTOR:(b - lo) * SECTOR] = piece
+        found = b
+    if found < hi:
+        raise CorruptionError(f"{ctx.what}: reflink pointer at file offset {k.start * SECTOR} "
+                              "refers to missing shared data", ERR["reflink_p_to_missing"].id)
+    return bytes(out)
+
+
+def visible_extents(btrees_or_trans, inum: int, visible, start_sector: int = 0,
+                    end_sector: int = END_OF_FILE) -> Iterator[Key]:
+    """The keys a snapshot sees over [start, end) sectors of a file, in order
+    (whiteouts and holes skipped)."""
+    it = btrees_or_trans.iter(E, (inum, start_sector + 1, 0), (inum, U64_MAX, U32_MAX))
+    for k in filter_visible(it, visible):
+        if k.start >= end_sector:
+            return
+        yield k
+
+
+def read_range(store, inum: int, visible, offset: int, length: int, what: str,
+               src=None) -> bytes:
+    """`length` bytes at `offset` (holes read as zeros; the caller clips to i_size).
+
+    src: where to read keys from (default the btrees; a transaction to see its
+    own queued updates)."""
+    if length <= 0:
+        return b""
+    ctx = ReadContext(store, what)
+    out = bytearray(length)
+    s0 = offset // SECTOR
+    s1 = -(-(offset + length) // SECTOR)
+    for k in visible_extents(src or store.btrees, inum, visible, s0, s1):
+        data = key_data(ctx, k)
+        kstart = k.start * SECTOR
+        a = max(kstart, offset)
+        b = min(k.end * SECTOR, offset + length)
+        if a < b:
+            out[a - offset:b - offset] = data[a - kstart:b - kstart]
+    return bytes(out)
+
+
+def iter_read(store, inum: int, visible, size: int, what: str,
+              chunk: int = 4 << 20) -> Iterator[bytes]:
+    """The file's bytes [0, size) in chunks, each extent region read and verified once."""
+    ctx = ReadContext(store, what)
+    pos = 0
+    pending = bytearray()
+    for k in visible_extents(store.btrees, inum, visible, 0, -(-size // SECTOR)):
+        kstart = k.start * SECTOR
+        if kstart >= size:
+            break
+        if kstart > pos:
+            pending += bytes(min(kstart, size) - pos)   # a hole
+            pos = min(kstart, size)
+        data = key_data(ctx, k)
+        take = data[pos - kstart:min(k.end * SECTOR, size) - kstart]
+        pending += take
+        pos += len(take)
+        while len(pending) >= chunk:
+            yield bytes(pending[:chunk])
+            del pending[:chunk]
+    if pos < size:
+        pending += bytes(size - pos)
+    while pending:
+        yield bytes(pending[:chunk])
+        del pending[:chunk]
+
+
+# ---------------------------------------------------------------------- editing
+
+
+def write_range(trans, writer: DataWriter, inode, visible, offset: int, data: bytes,
+                inline_max: int, what: str) -> int:
+    """Write `data` at byte `offset` of `inode` in its snapshot (copy-on-write).
+
+    Updates inode.size; returns the change in the inode's data sectors."""
+    store = trans.store
+    writer.flush()   # reads below must see data this writer already placed
+    inum, snap = inode.inum, inode.snapshot
+    old_size = inode.size
+    new_size = max(old_size, offset + len(data))
+    block = writer.block
+    has_inline = any(k.type == KeyType.inline_data
+                     for k in visible_extents(trans, inum, visible, 0, 1))
+    if new_size <= inline_max or has_inline:
+        # small files are rewritten whole: inline, or converted to extents
+        content = bytearray(read_range(store, inum, visible, 0, old_size, what, trans))
+        content.extend(b"\0" * max(0, new_size - len(content)))
+        content[offset:offset + len(data)] = data
+        if new_size <= inline_max:
+            keys = [inline_key(inum, snap, bytes(content))] if new_size else []
+        else:
+            keys = data_keys(inum, snap, 0, writer.write(content))
+        inode.size = new_size
+        return replace_range(trans, inum, snap, 0, END_OF_FILE, keys, visible)
+    b0 = offset // block * block
+    b1 = round_up(offset + len(data), block)
+    head = read_range(store, inum, visible, b0, offset - b0, what, trans)
+    tail_end = min(b1, old_size)
+    tail = read_range(store, inum, visible, offset + len(data), tail_end - offset - len(data),
+                      what, trans)
+    buf = head + bytes(data) + tail
+    keys = data_keys(inum, snap, b0 // SECTOR, writer.write(buf))
+    inode.size = new_size
+    end = b0 // SECTOR + sum(k.size for k in keys)
+    return replace_range(trans, inum, snap, b0 // SECTOR, end, keys, visible)
+
+
+def truncate_range(trans, writer: DataWriter, inode, visible, new_size: int, inline_max: int,
+                   what: str) -> int:
+    """Set the size; data past it is dropped (the partial last block zero-filled)."""
+    inum, snap = inode.inum, inode.snapshot
+    old_size = inode.size
+    inode.size = new_size
+    writer.flush()
+    if new_size >= old_size:
+        return 0
+    store = trans.store
+    block = writer.block
+    has_inline = any(k.type == KeyType.inline_data
+                     for k in visible_extents(trans, inum, visible, 0, 1))
+    if has_inline or new_size <= inline_max:
+        content = read_range(store, inum, visible, 0, new_size, what, trans)
+        keys = [inline_key(inum, snap, content)] if new_size else []
+        if new_size > inline_max:
+            keys = data_keys(inum, snap, 0, writer.write(content))
+        return replace_range(trans, inum, snap, 0, END_OF_FILE, keys, visible)
+    b0 = new_size // block * block
+    keys = []
+    if new_size > b0:
+        part = read_range(store, inum, visible, b0, new_size - b0, what, trans)
+        keys = data_keys(inum, snap, b0 // SECTOR, writer.write(part))
+    return replace_range(trans, inum, snap, b0 // SECTOR, END_OF_FILE, keys, visible)
+
+
+def drop_all(trans, inode, visible) -> int:
+    """Remove every data key of the file in its snapshot (unlink of the last link)."""
+    return replace_range(trans, inode.inum, inode.snapshot, 0, END_OF_FILE, [], visible)
