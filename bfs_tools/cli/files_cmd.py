@@ -202,7 +202,6 @@ def stat_cmd(image, path, as_json):
             d["type"] = _type_name(ino.mode)
             d["path"] = r.path
             d["subvolume"] = r.where.subvol
-            d["key_snapshot"] = d.pop("snapshot")
             d["snapshot"] = r.where.snapshot
             d["extents"] = [{**key_to_json(k), "shared": k.type == 15} for k in keys]
             d["xattrs"] = {x.full_name.decode("utf-8", "backslashreplace"): x.value.hex()
@@ -215,7 +214,7 @@ def stat_cmd(image, path, as_json):
             f"  Size: {ino.size:<12} Sectors: {ino.sectors:<10} Block: {fs.store.sb.block_size}"
             f"   {_type_name(ino.mode)}",
             f" Inode: {r.where.inum:<12} Links: {ino.nlink:<8} Subvolume: {r.where.subvol}  "
-            f"Snapshot: {r.where.snapshot} (key in {ino.snapshot})",
+            f"Snapshot: {r.where.snapshot} (key in {ino.key_snapshot})",
             f"Access: ({statmod.S_IMODE(ino.mode):04o}/{_mode_string(ino.mode)})  "
             f"Uid: ({ino.uid}/{_user(ino.uid)})  Gid: ({ino.gid}/{_group(ino.gid)})",
         ]

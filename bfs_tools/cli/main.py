@@ -21,6 +21,8 @@ from .. import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "format": ("format_cmd", "format_cmd", "Create a bfs filesystem on an image or device."),
     "dump": ("dump_cmd", "dump_group", "Print the superblock, journal, btrees or alloc state."),
+    "snapshot": ("snapshot_cmd", "snapshot_group", "Create, delete and list snapshots."),
+    "subvolume": ("snapshot_cmd", "subvolume_group", "Create, delete and list subvolumes."),
     "ls": ("files_cmd", "ls_cmd", "List a directory."),
     "stat": ("files_cmd", "stat_cmd", "Show an inode and its extents."),
     "cat": ("files_cmd", "cat_cmd", "Write a file's contents to stdout."),

@@ -122,7 +122,21 @@ class Filesystem:
 
     @classmethod
     def open(cls, target, *, write: bool = False) -> Filesystem:
-        return cls(Store.open(target, write=write))
+        fs = cls(Store.open(target, write=write))
+        if write:
+            fs.finish_snapshot_deletion()
+        return fs
+
+    def finish_snapshot_deletion(self) -> None:
+        """Resume an interrupted snapshot deletion (committed batches)."""
+        from ..snapshots.cleanup import cleanup_dead_snapshots, pending_work
+
+        try:
+            if pending_work(self.btrees):
+                cleanup_dead_snapshots(self)
+        except BaseException:
+            self.store.abort()
+            raise
 
     def close(self) -> None:
         self.store.close()
@@ -174,7 +188,10 @@ class Filesystem:
         for k in filter_visible(it, visible):
             if k.type != KeyType.inode:
                 return None
-            return decode_inode(k)
+            ino = decode_inode(k)
+            # seen from (and written back to) where.snapshot, whichever key it came from
+            ino.snapshot = where.snapshot
+            return ino
         return None
 
     def inode(self, where: Where, src=None) -> Inode:

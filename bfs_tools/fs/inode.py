@@ -43,7 +43,8 @@ class Inode:
     subvol: int = 0
     dir: int = 0
     dir_offset: int = 0
-    snapshot: int = 0        # snapshot of the key this was read from (not stored in the value)
+    snapshot: int = 0        # snapshot it is seen from and written to (not stored in the value)
+    key_snapshot: int = 0    # snapshot of the key it was read from (an ancestor's, or its own)
 
     @property
     def is_dir(self) -> bool:
@@ -74,7 +75,7 @@ def inode_pos(inum: int, snapshot: int) -> Pos:
 
 def decode_inode(k: Key) -> Inode:
     v = InodeValue.unpack(k.val)
-    return Inode(k.pos[1], *v, snapshot=k.pos[2])
+    return Inode(k.pos[1], *v, snapshot=k.pos[2], key_snapshot=k.pos[2])
 
 
 def _inode_trigger(trans, btree_id: int, old: Key | None, new: Key | None) -> None:
@@ -111,7 +112,8 @@ def _to_text(k: Key) -> str:
 
 def _to_json(k: Key) -> dict:
     i = decode_inode(k)
-    out = {f.name: getattr(i, f.name) for f in fields(i) if f.name not in ("pad", "snapshot")}
+    out = {f.name: getattr(i, f.name) for f in fields(i)
+           if f.name not in ("pad", "snapshot", "key_snapshot")}
     out["mode"] = f"{i.mode:o}"
     return out
 

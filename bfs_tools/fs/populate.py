@@ -179,6 +179,7 @@ class Populator:
             self.report.problems.append(f"{host_path}: {e.strerror}")
             return None
         t = self._t()
+        self.fs.check_writable(parent, t)
         dir_inode = self.fs.inode(parent, t)
         if not dir_inode.is_dir:
             raise NotADirError("destination is not a directory")
@@ -192,6 +193,7 @@ class Populator:
     def copy_contents(self, host_dir: str, target: Where, *, set_root_attrs: bool) -> None:
         """Copy the entries of host_dir into the existing directory `target`."""
         t = self._t()
+        self.fs.check_writable(target, t)
         dir_inode = self.fs.inode(target, t)
         try:
             st = os.stat(host_dir)
