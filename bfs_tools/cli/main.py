@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rm": ("files_cmd", "rm_cmd", "Remove a file or directory."),
     "mv": ("files_cmd", "mv_cmd", "Rename or move a file or directory."),
     "ln": ("files_cmd", "ln_cmd", "Make a hard or symbolic link."),
+    "df": ("df_cmd", "df_cmd", "Show size, used and free space (from the accounting counters)."),
 }
 
 
