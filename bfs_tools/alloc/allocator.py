@@ -85,8 +85,8 @@ class Allocator:
         """Buckets available for allocation now (accounting minus the unusable)."""
         used = sum(read_counters(self.store.btrees, AccountingType.data_type, t)[0]
                    for t in DataType if t != DataType.free)
-        usable = self.sb.nbuckets - self.sb.first_bucket
-        return max(0, usable - used - len(self.freed) - len(self.open))
+        # `used` counts the superblock buckets too, so count from bucket 0
+        return max(0, self.sb.nbuckets - used - len(self.freed) - len(self.open))
 
     # ------------------------------------------------------------------ buckets
 

@@ -56,7 +56,8 @@ def scan_journal(dev, *, buckets: list[int], bucket_size: int, block_size: int, 
             jset.ring_idx = idx
             scan.jsets.append(jset)
             scan.max_seq = max(scan.max_seq, jset.seq)
-            offset += jset.length
+            # entries start on block boundaries: the next one is after the padding
+            offset += jset.length + (-jset.length % block_size)
     scan.jsets.sort(key=lambda j: (j.seq, j.ring_idx, j.offset))
     return scan
 
