@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
 import click
@@ -76,6 +77,9 @@ def _is_check(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     from ..errors import BfsError
+
+    # `bfs ls IMG | head`: end quietly when the reader goes away, like coreutils
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
     is_check = _is_check(argv)
     debug = bool(os.environ.get("BFS_DEBUG")) or "--debug" in argv
