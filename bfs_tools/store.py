@@ -93,6 +93,7 @@ class Store(JournalOwner):
         self.journal_scan: JournalScan | None = None
         self.journal_problems: list[str] = []
         self.replayed_keys = 0
+        self.open_problems: list[tuple[str, str]] = []   # lenient opens: (error name, message)
         self.was_clean = sb.is_clean
         self.closed = False
         self._writing = False
@@ -103,10 +104,14 @@ class Store(JournalOwner):
     # ------------------------------------------------------------------ open
 
     @classmethod
-    def open(cls, target, *, write: bool = False, strict_journal: bool = True) -> Store:
+    def open(cls, target, *, write: bool = False, strict_journal: bool = True,
+             lenient: bool = False) -> Store:
         """Open an image (path or Device). Recovers from an unclean shutdown.
 
         strict_journal=False (check) records journal damage instead of failing.
+        lenient=True (check) also tolerates damaged btree roots and keys: each
+        problem is recorded in `open_problems` and an unreadable root is replaced
+        by an empty one, so the check can go on and report everything.
         """
         dev = target if isinstance(target, Device) else FileDevice(target, write=write)
         try:
@@ -114,6 +119,7 @@ class Store(JournalOwner):
             check_features(rr.sb, write)
             store = cls(dev, rr.sb, read_only=not write, sb_report=rr)
             store.owns_device = not isinstance(target, Device)
+            store.btrees.lenient = lenient
             store._check_geometry()
             store._load(strict_journal)
             return store
@@ -205,11 +211,22 @@ class Store(JournalOwner):
             if btree_id not in iter(BtreeId) or btree_id in seen:
                 continue
             seen.add(btree_id)
-            self.btrees.set_root(btree_id, level, key)
+            try:
+                self.btrees.set_root(btree_id, level, key)
+            except CorruptionError as e:
+                if not self.btrees.lenient:
+                    raise
+                self.open_problems.append(("btree_root_bad", str(e)))
+                self.btrees.new_empty_root(btree_id)
         missing = [b.name for b in BtreeId if b not in seen]
         if missing:
-            raise CorruptionError(f"{self.dev.name}: no root for btrees {', '.join(missing)}",
-                                  ERR["btree_root_bad"].id)
+            msg = f"{self.dev.name}: no root for btrees {', '.join(missing)}"
+            if not self.btrees.lenient:
+                raise CorruptionError(msg, ERR["btree_root_bad"].id)
+            self.open_problems.append(("btree_root_bad", msg))
+            for b in BtreeId:
+                if b not in seen:
+                    self.btrees.new_empty_root(b)
 
     def _replay(self, plan, strict: bool) -> None:
         apply = self.btrees.apply

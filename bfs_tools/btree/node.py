@@ -31,7 +31,8 @@ class Node:
 
     __slots__ = ("btree_id", "level", "min_key", "max_key", "positions", "keys", "children",
                  "parent", "sector", "gen", "node_seq", "written", "dirty", "pin", "seq_max",
-                 "bytes", "needs_rewrite", "unjournaled", "temp_id", "lru_tick", "bsets")
+                 "bytes", "needs_rewrite", "unjournaled", "temp_id", "lru_tick", "bsets",
+                 "problems")
 
     def __init__(self, btree_id: int, level: int, min_key: Pos, max_key: Pos,
                  keys: list[Key] | None = None, children: list | None = None):
@@ -57,6 +58,7 @@ class Node:
         self.temp_id = next(_temp_ids)
         self.lru_tick = 0
         self.bsets = 0
+        self.problems: list[tuple[str, str]] | None = None  # lenient reads: (error, message)
         if children is not None:
             for c in children:
                 if c is not None:
@@ -106,16 +108,19 @@ def encode_bset(keys, node_seq: int, magic64: int, csum_type: int, journal_seq: 
 
 class ParsedNode:
     __slots__ = ("node_seq", "btree_id", "level", "min_key", "max_key", "keys", "written",
-                 "bsets", "skipped_bsets", "max_journal_seq")
+                 "bsets", "skipped_bsets", "max_journal_seq", "problems")
 
 
 def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
-               is_blacklisted, where: str) -> ParsedNode:
+               is_blacklisted, where: str, strict: bool = True) -> ParsedNode:
     """Decode and validate a node image. CorruptionError (with err id) on damage.
 
     Bsets after the first that fail their checksum or belong to another node
     instance end the node (they are torn or stale writes). Bsets stamped with a
     blacklisted journal seq are skipped and flagged so the node is rewritten.
+    strict=False (check): damage inside the keys (order, range, types) is
+    recorded in `problems` and the keys are kept sorted and in range, so the
+    keys can be examined and repaired one by one instead of losing the node.
     """
     from ..formats.fsck_errors import BY_NAME as E
 
@@ -137,6 +142,7 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
     p.skipped_bsets = 0
     p.bsets = 0
     p.max_journal_seq = 0
+    p.problems = []
     if p.min_key > p.max_key:
         raise CorruptionError(f"{where}: node min_key after max_key", E["btree_node_bad_range"].id)
     allowed = BTREE_KEY_TYPES.get(h.btree_id)
@@ -166,7 +172,10 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
         if len(bkeys) != b.nkeys:
             raise CorruptionError(f"{where}: bset key count mismatch",
                                   E["btree_node_unreadable"].id)
-        _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
+        if strict:
+            _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
+        else:
+            bkeys = _lenient_keys(bkeys, p, allowed, where, E)
         p.max_journal_seq = max(p.max_journal_seq, b.journal_seq)
         if first:
             keys = bkeys
@@ -191,6 +200,21 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
     return p
 
 
+def _lenient_keys(keys: list[Key], p: ParsedNode, allowed, where: str, E) -> list[Key]:
+    """Keys in order and inside the node's range; what was wrong goes to p.problems."""
+    try:
+        _check_keys(keys, p, allowed, where, deleted_ok=True, E=E)
+        return keys
+    except CorruptionError as e:
+        name = next((n for n, err in E.items() if err.id == e.err_id), "btree_node_keys_unsorted")
+        p.problems.append((name, str(e)))
+    by_pos = {}
+    for k in keys:
+        if p.min_key <= k.pos <= p.max_key and (p.level == 0 or k.type == KeyType.btree_ptr):
+            by_pos[k.pos] = k
+    return [by_pos[pos] for pos in sorted(by_pos)]
+
+
 def _check_keys(keys: list[Key], p: ParsedNode, allowed, where: str, deleted_ok: bool, E) -> None:
     prev = None
     lo, hi = p.min_key, p.max_key
@@ -205,7 +229,9 @@ def _check_keys(keys: list[Key], p: ParsedNode, allowed, where: str, deleted_ok:
                                   E["btree_node_keys_unsorted"].id)
         t = k.type
         if p.level > 0:
-            if t != KeyType.btree_ptr:
+            # Fix: an appended bset of an interior node removes the pointers a
+            # merge replaced with `deleted` keys, as leaves do.
+            if t != KeyType.btree_ptr and not (deleted_ok and t == KeyType.deleted):
                 raise CorruptionError(f"{where}: interior node holds a {t} key at {fmt_pos(pos)}",
                                       E["key_type_not_allowed"].id)
         elif t not in allowed and not (deleted_ok and t == KeyType.deleted):

@@ -72,6 +72,7 @@ class Btrees:
         self.cache_nodes = cache_nodes
         self.read_only = not dev.writable
         self.moves: list = []   # node moves not yet passed to space.apply_moves
+        self.lenient = False    # check: keep damaged nodes' keys, record problems
         self.nodes_read = 0
         self.nodes_written = 0
 
@@ -112,7 +113,7 @@ class Btrees:
         self.nodes_read += 1
         parsed = parse_node(buf, magic64=self.magic64, csum_type=self.csum_type,
                             block_size=self.block_size, is_blacklisted=self.is_blacklisted,
-                            where=where)
+                            where=where, strict=not self.lenient)
         if parsed.node_seq != p.node_seq:
             raise CorruptionError(f"{where}: node_seq differs from its pointer (stale node)",
                                   ERR["btree_node_seq_mismatch"].id)
@@ -131,7 +132,8 @@ class Btrees:
         node.node_seq = parsed.node_seq
         node.written = parsed.written
         node.bsets = parsed.bsets
-        node.needs_rewrite = parsed.skipped_bsets > 0
+        node.needs_rewrite = parsed.skipped_bsets > 0 or bool(parsed.problems)
+        node.problems = parsed.problems or None
         if node.needs_rewrite and not self.read_only:
             self.dirty.add(node)
         if level > 0:

@@ -21,6 +21,7 @@ from .. import __version__
 # commands imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "format": ("format_cmd", "format_cmd", "Create a bfs filesystem on an image or device."),
+    "check": ("check_cmd", "check_cmd", "Check and repair a filesystem (fsck)."),
     "dump": ("dump_cmd", "dump_group", "Print the superblock, journal, btrees or alloc state."),
     "snapshot": ("snapshot_cmd", "snapshot_group", "Create, delete and list snapshots."),
     "subvolume": ("snapshot_cmd", "subvolume_group", "Create, delete and list subvolumes."),
@@ -34,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "mv": ("files_cmd", "mv_cmd", "Rename or move a file or directory."),
     "ln": ("files_cmd", "ln_cmd", "Make a hard or symbolic link."),
     "df": ("df_cmd", "df_cmd", "Show size, used and free space (from the accounting counters)."),
+    "reflink": ("reflink_cmd", "reflink_cmd", "Share a file's data (or a range) with another file."),
+    "cp": ("reflink_cmd", "cp_cmd", "Copy files inside the image, sharing their data (cp -a)."),
 }
 
 

@@ -1,0 +1,1 @@
+"""One module per check pass; runner.PASSES gives their order and stable ids."""

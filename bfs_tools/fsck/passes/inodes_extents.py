@@ -1,0 +1,155 @@
+"""Passes inodes and extents, done together one file at a time.
+
+For every inode number: each extent key must belong to an inode the key's
+snapshot sees, of a type that has data (regular file or symlink); keys of one
+snapshot must not overlap; keys of related snapshots (one an ancestor of the
+other) must cover the same range or not overlap (the snapshot invariant).
+Then each inode version's `sectors` must equal the data its snapshot sees, and
+no data may lie past its size (rounded up to a block).
+With --verify-data every extent's data is read and its checksum verified.
+"""
+
+from __future__ import annotations
+
+import stat
+
+from ...checksum import checksum
+from ...errors import BfsError
+from ...extents import cut, decode_extent
+from ...formats.ids import BtreeId, KeyType
+from ...fs.inode import decode_inode
+from ...keys import Key
+from ..util import Batch, inode_seen_from, inode_versions, loc, visible_set
+
+E, INODES = BtreeId.extents, BtreeId.inodes
+COUNTED = (KeyType.extent, KeyType.inline_data, KeyType.reflink_p)
+
+
+def run_extents(ctx) -> None:
+    bt = ctx.store.btrees
+    versions = inode_versions(ctx)
+    batch = Batch(ctx)
+    group: list[Key] = []
+    cur = None
+    for k in bt.iter(E):
+        if k.pos[0] != cur:
+            if group:
+                _check_file(ctx, batch, cur, group, versions.get(cur))
+            cur, group = k.pos[0], []
+        group.append(k)
+    if group:
+        _check_file(ctx, batch, cur, group, versions.get(cur))
+    batch.flush()
+
+
+def _check_file(ctx, batch: Batch, inum: int, keys: list[Key], versions) -> None:
+    table_vis = {}
+
+    def vis(snap):
+        v = table_vis.get(snap)
+        if v is None:
+            v = table_vis[snap] = visible_set(ctx, snap)
+        return v
+
+    alive = []
+    for k in keys:
+        if k.type == KeyType.whiteout:
+            alive.append(k)
+            continue
+        ino = inode_seen_from(versions, vis(k.pos[2]))
+        if ino is None:
+            if ctx.report("extent_no_inode", loc(E, k.pos),
+                          f"inode {inum} does not exist in snapshot {k.pos[2]}"):
+                batch.t().delete(E, k.pos)
+            continue
+        if not (stat.S_ISREG(ino.mode) or stat.S_ISLNK(ino.mode)):
+            if ctx.report("extent_in_non_regular", loc(E, k.pos),
+                          f"inode {inum} is not a regular file or symlink"):
+                batch.t().delete(E, k.pos)
+            continue
+        alive.append(k)
+        if ctx.verify_data and k.type == KeyType.extent:
+            _verify(ctx, batch, k)
+    # overlaps: same snapshot, and related snapshots
+    by_start = sorted(alive, key=lambda k: (k.start, k.pos[2]))
+    active: list[Key] = []
+    for k in by_start:
+        active = [a for a in active if a.end > k.start]
+        for a in active:
+            if a.pos[2] == k.pos[2]:
+                if ctx.report("extents_overlap", loc(E, k.pos),
+                              f"overlaps {loc(E, a.pos)} in the same snapshot"):
+                    batch.t().delete(E, a.pos)
+            elif (a.start, a.end) != (k.start, k.end) and (
+                    a.pos[2] in vis(k.pos[2]) or k.pos[2] in vis(a.pos[2])):
+                if ctx.report("extents_overlap_across_snapshots", loc(E, k.pos),
+                              f"partly overlaps {loc(E, a.pos)} of a related snapshot"):
+                    t = batch.t()
+                    points = sorted({a.start, a.end, k.start, k.end})
+                    for x in (a, k):
+                        inner = [p for p in points if x.start <= p <= x.end]
+                        for lo, hi in zip(inner, inner[1:], strict=False):
+                            t.update(E, cut(x, lo, hi))
+        active.append(k)
+
+
+def _verify(ctx, batch: Batch, k: Key) -> None:
+    store = ctx.store
+    try:
+        e = decode_extent(k.val)
+        data = store.dev.read(e.sector * 512, e.region_sectors * 512)
+    except BfsError as err:
+        ctx.report("data_checksum_bad", loc(E, k.pos), f"cannot read the data: {err}",
+                   can_fix=False)
+        return
+    if checksum(e.csum_type, data) != e.csum:
+        if ctx.report("data_checksum_bad", loc(E, k.pos),
+                      f"data at sector {e.sector} does not match its checksum; the range is "
+                      "marked lost"):
+            batch.t().update(E, Key(k.pos, KeyType.error, b"", size=k.size))
+
+
+def run_inodes(ctx) -> None:
+    """Each inode version: valid type, sectors and size agree with its data."""
+    bt = ctx.store.btrees
+    block = ctx.store.sb.block_size
+    batch = Batch(ctx)
+    for k in bt.iter(INODES):
+        if k.type != KeyType.inode:
+            continue
+        try:
+            ino = decode_inode(k)
+        except BfsError:
+            continue
+        snap = k.pos[2]
+        visible = visible_set(ctx, snap)
+        sectors = 0
+        end = 0
+        last = None
+        from ...keys import filter_visible
+
+        for x in filter_visible(bt.iter(E, (ino.inum, 0, 0), (ino.inum, (1 << 64) - 1, 0xFFFFFFFF)),
+                                visible):
+            if x.pos[1] == last:
+                continue
+            last = x.pos[1]
+            if x.type in COUNTED:
+                sectors += x.size
+                end = max(end, x.end)
+        if (ino.is_dir or not (ino.is_reg or ino.is_lnk)) and sectors:
+            continue   # the extents pass deletes data of non-files
+        fixed = False
+        if ino.sectors != sectors:
+            if ctx.report("inode_sectors_wrong", loc(INODES, k.pos),
+                          f"sectors {ino.sectors}, its data is {sectors}"):
+                ino.sectors = sectors
+                fixed = True
+        limit = -(-ino.size // block) * block
+        if end * 512 > limit and ino.is_reg:
+            if ctx.report("inode_size_wrong", loc(INODES, k.pos),
+                          f"size {ino.size} but data reaches byte {end * 512}"):
+                ino.size = end * 512
+                fixed = True
+        if fixed:
+            batch.t().update(INODES, ino.key(snap))
+    batch.flush()

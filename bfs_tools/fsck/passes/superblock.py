@@ -1,0 +1,25 @@
+"""Pass superblock: every copy readable and current, the layout record agrees.
+
+Repair is rewriting all copies and the layout record, which closing a
+writable check does anyway.
+"""
+
+from __future__ import annotations
+
+from ...formats.constants import SB_OFFSET
+from ...superblock import read_layout_record
+
+
+def run(ctx) -> None:
+    store = ctx.store
+    rr = store.sb_report
+    for c in rr.copies:
+        if c.status == "ok":
+            continue
+        name = "sb_primary_bad" if c.offset == SB_OFFSET else "sb_backup_bad"
+        ctx.report(name, f"superblock copy at byte {c.offset}", c.status)
+    layout = read_layout_record(store.dev)
+    if layout != [o for o in store.sb.offsets if o]:
+        ctx.report("sb_layout_bad", "layout record at byte 3584",
+                   "missing or damaged" if layout is None else
+                   f"lists {layout}, superblock says {store.sb.offsets}")
