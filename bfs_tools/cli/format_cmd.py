@@ -33,7 +33,11 @@ def format_cmd(image, size, block_size, bucket_size, btree_node_size, label, uui
     user_uuid = parse_uuid(uuid_) if uuid_ else None
     if label and len(label.encode()) > 32:
         raise click.BadParameter("at most 32 bytes", param_hint="--label")
+    import os
+
+    created = not os.path.exists(image)
     dev = open_target(image, size, force)
+    ok = False
     try:
         geo = plan_geometry(dev.size, block_size=block_size, bucket_size=bucket_size,
                             btree_node_size=btree_node_size)
@@ -47,8 +51,11 @@ def format_cmd(image, size, block_size, bucket_size, btree_node_size, label, uui
         format_device(dev, geo, label=label, user_uuid=user_uuid,
                       data_csum=ChecksumType[data_checksum], populate=populate)
         rr = read_superblock(dev)
+        ok = True
     finally:
         dev.close()
+        if created and not ok:
+            os.unlink(image)   # do not leave a half-made image file behind
     if as_json:
         from ..dump.super import super_to_dict
 
