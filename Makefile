@@ -18,8 +18,11 @@ install: $(STAMP)
 # The main job on the shipped sample tree: format from a directory, check, dump.
 demo: $(STAMP)
 	mkdir -p build
-	$(BIN)/bfs format $(DEMO) --size 64M --force
+	$(BIN)/bfs format $(DEMO) --size 64M --force --source fixtures/sample-tree
+	$(BIN)/bfs check -n $(DEMO)
 	$(BIN)/bfs dump super $(DEMO)
+	$(BIN)/bfs ls -l -R $(DEMO) /
+	$(BIN)/bfs df $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
