@@ -7,13 +7,18 @@ inode is the filesystem layer's business (fs/).
 from __future__ import annotations
 
 import stat
+import struct
 from dataclasses import dataclass, fields
+from operator import attrgetter
 
 from ..codec import record
+from ..errors import FormatError
 from ..formats.ids import AccountingType, KeyType
 from ..keys import Key, Pos, register, register_trigger
 
 InodeValue = record("InodeValue")
+_PACK = InodeValue.STRUCT.pack
+_FIELDS = attrgetter(*InodeValue._fields)
 
 
 @dataclass
@@ -59,7 +64,10 @@ class Inode:
         return stat.S_ISLNK(self.mode)
 
     def pack(self) -> bytes:
-        return InodeValue(*(getattr(self, n) for n in InodeValue._fields)).pack()
+        try:
+            return _PACK(*_FIELDS(self))
+        except struct.error as e:
+            raise FormatError(f"inode {self.inum}: cannot encode: {e}") from None
 
     def key(self, snapshot: int | None = None) -> Key:
         snap = self.snapshot if snapshot is None else snapshot
