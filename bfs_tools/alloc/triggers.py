@@ -26,7 +26,14 @@ def _extent_value(k: Key):
 
 
 def data_trigger(trans, btree_id: int, old: Key | None, new: Key | None) -> None:
+    """Queue the key's sectors against its bucket; netted per (bucket, gen) and
+    applied to the alloc keys once, just before the alloc btree's triggers run
+    (a transaction writing many extents into one bucket updates its alloc key once)."""
     bucket_sectors = trans.store.sb.bucket_size // 512
+    deltas = trans.deferred_state.get("bucket_deltas")
+    if deltas is None:
+        deltas = trans.deferred_state["bucket_deltas"] = {}
+        trans.before(BtreeId.alloc, _apply_bucket_deltas)
     for k, sign in ((old, -1), (new, 1)):
         if k is None:
             continue
@@ -34,13 +41,24 @@ def data_trigger(trans, btree_id: int, old: Key | None, new: Key | None) -> None
         if e is None:
             continue
         sectors = sign * k.size
-        bucket = e.sector // bucket_sectors
-        mark_bucket(trans, bucket, DataType.user, sectors, e.gen,
-                    f"{BtreeId(btree_id).name} key at {k.pos}")
+        slot = (e.sector // bucket_sectors, e.gen)
+        d = deltas.get(slot)
+        if d is None:
+            deltas[slot] = [sectors, f"{BtreeId(btree_id).name} key at {k.pos}"]
+        else:
+            d[0] += sectors
         if btree_id == BtreeId.extents:
             trans.acct(acct_pos(AccountingType.snapshot, k.pos[2]), [sectors])
         else:
             trans.acct(acct_pos(AccountingType.reflink), [sectors, 0])
+
+
+def _apply_bucket_deltas(trans) -> None:
+    deltas = trans.deferred_state.pop("bucket_deltas", {})
+    # removals first, so a bucket emptied and refilled in one transaction nets out
+    for (bucket, gen), (sectors, what) in sorted(deltas.items(), key=lambda i: i[1][0]):
+        if sectors:
+            mark_bucket(trans, bucket, DataType.user, sectors, gen, what)
 
 
 register_trigger(KeyType.extent, data_trigger)
