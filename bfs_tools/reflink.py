@@ -11,6 +11,8 @@ deleted, which frees its data through the data trigger.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from typing import NamedTuple
 
 from .codec import record
@@ -94,30 +96,53 @@ def reflink_p_trigger(trans, btree_id: int, old: Key | None, new: Key | None) ->
 
 
 def _apply_ref_deltas(trans) -> None:
+    """Net the queued deltas per indirect key and write the new refcounts.
+
+    Deltas are grouped into clusters of overlapping ranges; each cluster is one
+    pass over its indirect keys with a sweep (active deltas by end), so the cost
+    is O((deltas + keys touched) log) even for thousands of reflink_p keys."""
     deltas = trans.deferred_state.pop("reflink_refs", [])
     if not deltas:
         return
-    lo = min(d[0] for d in deltas)
-    hi = max(d[1] for d in deltas)
-    covered = {i: False for i, d in enumerate(deltas) if d[2] > 0}
-    changes: list[tuple[Key, int]] = []
-    for v in trans.iter(BtreeId.reflink, (0, lo + 1, 0), (0, REFLINK_IDX_MAX, 0)):
-        if v.start >= hi:
-            break
+    deltas.sort(key=lambda d: d[0])
+    clusters: list[list[tuple]] = []
+    hi = None
+    for d in deltas:
+        if clusters and d[0] < hi:
+            clusters[-1].append(d)
+            hi = max(hi, d[1])
+        else:
+            clusters.append([d])
+            hi = d[1]
+    changes: dict[tuple, list] = {}        # pos -> [indirect key, net delta]
+    spans: list[tuple[int, int]] = []     # (start, end) of every indirect key seen
+    for cl in clusters:
+        lo, top = cl[0][0], max(d[1] for d in cl)
+        i, n = 0, len(cl)
+        active: list[tuple[int, int]] = []   # heap of (end, sign)
         net = 0
-        for i, (start, end, sign, _pos) in enumerate(deltas):
-            if v.start < end and start < v.end:
-                net += sign
-                if sign > 0:
-                    covered[i] = True
-        if net and v.type != KeyType.error:
-            changes.append((v, net))
-    for i, ok in covered.items():
-        if not ok:
-            start, end, _sign, pos = deltas[i]
+        for v in overlapping(trans, lo, top):
+            while i < n and cl[i][0] < v.end:
+                heapq.heappush(active, (cl[i][1], cl[i][2]))
+                net += cl[i][2]
+                i += 1
+            while active and active[0][0] <= v.start:
+                net -= heapq.heappop(active)[1]
+            if not spans or spans[-1][0] < v.start:    # a key may span two clusters
+                spans.append((v.start, v.end))
+            if net and v.type != KeyType.error:
+                changes.setdefault(v.pos, [v, 0])[1] += net
+    ends = [e for _s, e in spans]
+    for start, end, sign, pos in deltas:
+        if sign <= 0:
+            continue
+        j = bisect.bisect_right(ends, start)
+        if j == len(spans) or spans[j][0] >= end:
             raise CorruptionError(f"reflink pointer at {pos} refers to missing indexes "
                                   f"[{start}, {end}); run bfs check")
-    for v, net in changes:
+    for v, net in changes.values():
+        if not net:
+            continue
         refs = refcount_of(v) + net
         if refs < 0:
             raise CorruptionError(f"reflink refcount underflow at index {v.pos[1]}; run bfs check")
@@ -127,6 +152,18 @@ def _apply_ref_deltas(trans) -> None:
             trans.delete(BtreeId.reflink, v.pos)
         else:
             trans.update(BtreeId.reflink, with_refcount(v, refs))
+
+
+def overlapping(trans, lo: int, hi: int):
+    """The indirect keys overlapping indexes [lo, hi), in order, read through
+    `trans`. Indirect keys are made from single extents, so none is longer than
+    the extent maximum: the range read stays bounded (a transaction's reads
+    gather its queued keys in the whole range asked for)."""
+    bound = hi + max(1, trans.store.sb.extent_max // 512)
+    for v in trans.iter(BtreeId.reflink, (0, lo + 1, 0), (0, bound, 0)):
+        if v.start >= hi:
+            return
+        yield v
 
 
 def _validate_p(btree_id: int, k: Key) -> str | None:

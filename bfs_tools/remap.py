@@ -1,0 +1,587 @@
+"""Sharing file ranges (reflink): the engine of `bfs reflink` and `bfs cp`.
+
+bcachefs's bch2_remap_range, on the filesystem layer:
+
+ 1. every piece of the source range that is a plain extent or inline data
+    becomes an indirect key at the end of the reflink index space (`reflink_v`
+    with the extent value, or `indirect_inline_data` with the bytes; refcount
+    0 — the reflink_p triggers raise it), and the source range is rewritten
+    *in the source's own snapshot* as `reflink_p` keys pointing at it
+    (replace_range: a key an ancestor snapshot owns is left alone — other
+    snapshots keep seeing it — and the new reflink_p shadows it at the
+    source's snapshot; a read-only source is not rewritten at all: the
+    indirect key then refers to the data directly, beside the source extent);
+ 2. a piece that already is a `reflink_p` is simply referenced again;
+ 3. the destination range is replaced (in the destination's snapshot) by
+    `reflink_p` keys for the same indexes. Holes stay holes on both sides.
+
+Refcounts are the reflink_p trigger's business (bfs_tools/reflink.py): each
+reflink_p adds one reference to every indirect key its padded range touches.
+A reflink_p created here is padded (front_pad/back_pad) so that it covers the
+indirect keys at its edges whole, as bcachefs does, so later splits never leak
+or lose references. Everything happens in the caller's transaction: one
+transaction per command, all or nothing.
+
+    with Filesystem.open("disk.img", write=True) as fs:
+        t = fs.store.transaction()
+        Remapper(fs, t).remap(src, src_inode, 0, dst, dst_inode, 0, src_inode.size)
+        t.commit()
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from .errors import BfsError, CorruptionError, CrossDeviceError, IsADirError, NoSpaceError
+from .extents import cut
+from .formats.constants import REFLINK_IDX_MAX, REFLINK_REFCOUNT_MAX, U32_MAX, U64_MAX
+from .formats.ids import BtreeId, KeyType
+from .fs.data import (
+    END_OF_FILE,
+    SECTOR,
+    DataWriter,
+    ReadContext,
+    data_keys,
+    inline_key,
+    key_data,
+    read_range,
+    visible_extents,
+)
+from .fs.extent_update import replace_range
+from .keys import Key
+from .reflink import ReflinkP, decode_reflink_p, overlapping, padded_range, reflink_p_key
+
+E, R = BtreeId.extents, BtreeId.reflink
+_ZERO_REFS = bytes(8)
+
+# A reflink_p made here covers at most this many sectors (whole indirect keys):
+# reads of part of a file read whole keys, so keys stay moderately sized.
+P_MAX_SECTORS = 2048
+# Transactions with more key bytes than this are committed without the journal.
+BULK_BYTES = 64 << 10
+
+
+class RemapError(BfsError):
+    """A clone request that cannot be done (bad range, wrong file type, ...)."""
+
+
+class CannotShareError(RemapError):
+    """The data exists but cannot be shared (refcount or index space exhausted,
+    lost data): `cp --reflink=auto` falls back to copying."""
+
+
+class IndexSpaceError(CannotShareError, NoSpaceError):
+    """No room left in the 56-bit reflink index space."""
+
+
+@dataclass
+class Segment:
+    """A piece [start, end) of the source range (file sectors) and the reflink
+    index of its first sector. `new`: an indirect key made for it by this remap."""
+
+    start: int
+    end: int
+    idx: int
+    new: bool
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+class Remapper:
+    """Shares ranges between files, inside one transaction."""
+
+    def __init__(self, fs, trans):
+        self.fs = fs
+        self.trans = trans
+        self.block = fs.store.sb.block_size
+        self._next_idx: int | None = None
+        self._added: dict[tuple, int] = {}    # indirect key pos -> references added here
+        self._read_only: dict[int, bool] = {}
+
+    # ------------------------------------------------------------ checks
+
+    def check_request(self, src, src_inode, src_off: int, dst, dst_inode, dst_off: int,
+                      length: int, *, what: str = "", to_eof: bool = False) -> int:
+        """Validate a clone request like FICLONERANGE; returns the length (0 = to EOF).
+        to_eof: the destination ends with the range (what follows it is dropped)."""
+        for ino, label in ((src_inode, "source"), (dst_inode, "destination")):
+            if ino.is_dir:
+                raise IsADirError(f"{what}{label} is a directory")
+            if not ino.is_reg:
+                raise RemapError(f"{what}{label} is not a regular file")
+        if src_off < 0 or dst_off < 0 or length < 0:
+            raise RemapError(f"{what}negative offset or length")
+        if src_off % self.block or dst_off % self.block:
+            raise RemapError(f"{what}offsets must be multiples of the block size "
+                             f"({self.block} bytes)")
+        if src_off > src_inode.size:
+            raise RemapError(f"{what}source offset {src_off} is beyond the end of the source "
+                             f"({src_inode.size} bytes)")
+        if length == 0:
+            length = src_inode.size - src_off
+        if src_off + length > src_inode.size:
+            raise RemapError(f"{what}source range {src_off}+{length} goes beyond the end of the "
+                             f"source ({src_inode.size} bytes)")
+        if dst_off + length > (1 << 63) - 1:
+            raise RemapError(f"{what}destination range too large")
+        if length % self.block:
+            # only a tail that ends at the source's EOF may be unaligned; its last
+            # block is shared whole, so it must not land inside the destination
+            if src_off + length != src_inode.size:
+                raise RemapError(f"{what}length must be a multiple of the block size "
+                                 f"({self.block} bytes) unless the range ends at the source's "
+                                 "end of file")
+            if dst_off + length < dst_inode.size and not to_eof:
+                raise RemapError(f"{what}the unaligned last block of the source cannot be "
+                                 "cloned into the middle of the destination (it would "
+                                 "overwrite data after the range)")
+        if (src.subvol, src.inum) == (dst.subvol, dst.inum):
+            blen = _round_up(length, self.block)
+            if src_off < dst_off + blen and dst_off < src_off + blen:
+                raise RemapError(f"{what}source and destination ranges overlap in the same file")
+        return length
+
+    # ------------------------------------------------------------ index space
+
+    def _alloc_idx(self, n: int) -> int:
+        if self._next_idx is None:
+            last = self.trans.peek_prev(R, (0, U64_MAX, U32_MAX))
+            self._next_idx = last.pos[1] if last is not None else 0
+        idx = self._next_idx
+        if idx + n > REFLINK_IDX_MAX:
+            raise IndexSpaceError("the reflink index space is exhausted; nothing was changed")
+        self._next_idx = idx + n
+        return idx
+
+    # ------------------------------------------------------------ sharing
+
+    def share(self, src, src_inode, start: int, end: int) -> list[Segment]:
+        """Make the source's sectors [start, end) indirect; returns its segments
+        (holes have none). The source keeps reading the same bytes."""
+        t = self.trans
+        fs = self.fs
+        visible = fs.visible(src.snapshot)
+        keys = []
+        need = 0
+        for k in visible_extents(t, src.inum, visible, start, end):
+            if k.type == KeyType.error:
+                raise CannotShareError(f"data at byte {k.start * SECTOR} of the source was lost; "
+                                       "it cannot be shared")
+            keys.append(k)
+            if k.type != KeyType.reflink_p:
+                need += min(k.end, end) - max(k.start, start)
+        # refuse (refcount overflow, no index space) before anything is written
+        old = [Segment(max(k.start, start), min(k.end, end),
+                       decode_reflink_p(k.val).idx + max(k.start, start) - k.start, False)
+               for k in keys if k.type == KeyType.reflink_p]
+        for run in _runs(old):
+            self._check_refs(self._p_keys(0, 0, run, 0))
+        idx = self._alloc_idx(need) if need else 0
+        segs: list[Segment] = []
+        converted: list[Key] = []
+        for k in keys:
+            s, e = max(k.start, start), min(k.end, end)
+            if k.type == KeyType.reflink_p:
+                segs.append(old.pop(0))
+            elif k.type in (KeyType.extent, KeyType.inline_data):
+                piece = k if (s, e) == (k.start, k.end) else cut(k, s, e)
+                vtype = KeyType.reflink_v if k.type == KeyType.extent else \
+                    KeyType.indirect_inline_data
+                t.update(R, Key((0, idx + e - s, 0), vtype, _ZERO_REFS + piece.val, size=e - s))
+                segs.append(Segment(s, e, idx, True))
+                converted.append(k)
+                idx += e - s
+        if converted:
+            ro = self._read_only.get(src.subvol)
+            if ro is None:
+                ro = self._read_only[src.subvol] = fs.subvolume(src.subvol, t).read_only
+            if not ro:
+                self._convert_source(src, visible, segs, converted)
+        return segs
+
+    def _convert_source(self, src, visible, segs: list[Segment], converted: list[Key]) -> None:
+        """Rewrite the new segments of the source as reflink_p at its snapshot."""
+        t = self.trans
+        snap = src.snapshot
+        runs = _runs([s for s in segs if s.new])
+        # fast path: every converted key is the source's own and lies inside a run
+        own = all(k.pos[2] == snap for k in converted) and all(
+            any(r[0].start <= k.start and k.end <= r[-1].end for r in runs) for k in converted)
+        if own:
+            for k in converted:
+                t.delete(E, k.pos)
+            for run in runs:
+                for pk in self._p_keys(src.inum, snap, run, 0):
+                    t.update(E, pk)
+            return
+        delta = 0
+        for run in runs:
+            pkeys = self._p_keys(src.inum, snap, run, 0)
+            delta += replace_range(t, src.inum, snap, run[0].start, run[-1].end, pkeys, visible)
+        if delta:   # extent and reflink_p sectors count alike: should not happen
+            ino = self.fs.inode(src, t)
+            ino.sectors += delta
+            self.fs.put_inode(t, src, ino)
+
+    # ------------------------------------------------------------ reflink_p keys
+
+    def _p_keys(self, inum: int, snap: int, run: list[Segment], shift: int) -> list[Key]:
+        """reflink_p keys mapping the file-and-index-contiguous segments `run` at
+        file sectors shifted by `shift`, cut at indirect key boundaries."""
+        out = []
+        if run[0].new:
+            # our own indirect keys: one per segment; group whole keys, no pads
+            i = 0
+            while i < len(run):
+                j = i
+                size = run[i].end - run[i].start
+                while j + 1 < len(run) and size + run[j + 1].end - run[j + 1].start <= P_MAX_SECTORS:
+                    j += 1
+                    size += run[j].end - run[j].start
+                a, b = run[i].start + shift, run[j].end + shift
+                out.append(reflink_p_key((inum, b, snap), b - a, ReflinkP(run[i].idx, 0, 0)))
+                i = j + 1
+            return out
+        for seg in run:
+            a = seg.start
+            while a < seg.end:
+                b = min(seg.end, a + P_MAX_SECTORS)
+                idx = seg.idx + a - seg.start
+                front, back = self._pads(idx, idx + b - a)
+                out.append(reflink_p_key((inum, b + shift, snap), b - a,
+                                         ReflinkP(idx, front, back)))
+                a = b
+        return out
+
+    def _pads(self, lo: int, hi: int) -> tuple[int, int]:
+        """Pads that make [lo, hi) cover the indirect keys at its edges whole."""
+        t = self.trans
+        first = next(overlapping(t, lo, hi), None)
+        last = next(overlapping(t, hi - 1, hi), None)
+        if first is None or last is None:
+            raise CorruptionError(f"reflink indexes [{lo}, {hi}) are missing: the source "
+                                  "refers to shared data that does not exist; run bfs check")
+        return max(0, lo - first.start), max(0, last.end - hi)
+
+    def _check_refs(self, pkeys: list[Key]) -> None:
+        """Count the references `pkeys` will add to existing indirect keys; refuse
+        when a refcount would overflow."""
+        t = self.trans
+        for pk in pkeys:
+            lo, hi = padded_range(pk)
+            for v in overlapping(t, lo, hi):
+                n = self._added.get(v.pos, 0) + 1
+                if int.from_bytes(v.val[:8], "little") + n > REFLINK_REFCOUNT_MAX:
+                    raise CannotShareError(f"reflink index {v.start}: refcount would exceed "
+                                           f"{REFLINK_REFCOUNT_MAX}; nothing was changed")
+                self._added[v.pos] = n
+
+    # ------------------------------------------------------------ remap
+
+    def place(self, dst, segs: list[Segment], shift: int, start: int, end: int, *,
+              fresh: bool = False) -> int:
+        """Make the destination's sectors [start, end) map `segs` (shifted by
+        `shift` sectors); gaps become holes. Returns the change of its sectors.
+        fresh: the destination has no data keys yet (a file created in this
+        transaction)."""
+        pkeys = []
+        for run in _runs(segs):
+            pkeys += self._p_keys(dst.inum, dst.snapshot, run, shift)
+        t = self.trans
+        if fresh:
+            for pk in pkeys:
+                t.update(E, pk)
+            return sum(pk.size for pk in pkeys)
+        return replace_range(t, dst.inum, dst.snapshot, start, end, pkeys,
+                             self.fs.visible(dst.snapshot))
+
+    def remap(self, src, src_inode, src_off: int, dst, dst_inode, dst_off: int, length: int,
+              *, what: str = "", to_eof: bool = False, fresh: bool = False,
+              dst_checked: bool = False) -> int:
+        """Share bytes [src_off, src_off + length) of src at dst_off of dst (length 0:
+        to the source's EOF). Updates dst_inode (size, sectors, times; the caller
+        puts it). to_eof: the destination ends with the range (data after it goes).
+        Returns the length shared. dst_checked: the caller made sure dst is writable."""
+        if not dst_checked:
+            self.fs.check_writable(dst, self.trans)
+        length = self.check_request(src, src_inode, src_off, dst, dst_inode, dst_off, length,
+                                    what=what, to_eof=to_eof)
+        blen = _round_up(length, self.block)
+        a, b = src_off // SECTOR, (src_off + blen) // SECTOR
+        d = dst_off // SECTOR
+        if length:
+            segs = self.share(src, src_inode, a, b)
+            end = END_OF_FILE if to_eof else d + (b - a)
+            dst_inode.sectors += self.place(dst, segs, d - a, d, end, fresh=fresh)
+        elif to_eof and not fresh:
+            dst_inode.sectors += replace_range(self.trans, dst.inum, dst.snapshot, d, END_OF_FILE,
+                                               [], self.fs.visible(dst.snapshot))
+        dst_inode.size = dst_off + length if to_eof else max(dst_inode.size, dst_off + length)
+        from .fs.filesystem import now
+
+        dst_inode.mtime_sec, dst_inode.mtime_nsec = dst_inode.ctime_sec, dst_inode.ctime_nsec = now()
+        return length
+
+
+def commit(trans) -> None:
+    """Commit a remap/copy transaction. A large one goes to the btree nodes
+    without the journal (still atomic: the nodes are written before the commit
+    point, Transaction.commit(journal=False)), so its keys are written once, not
+    twice: sharing a 1 GiB file writes about half a MiB."""
+    from .keys import HEADER_SIZE
+
+    size = sum(HEADER_SIZE + len(k.val) for p in trans.updates.values() for k in p.values())
+    trans.commit(journal=False if size > BULK_BYTES else None)
+
+
+def _runs(segs: list[Segment]) -> list[list[Segment]]:
+    """Group segments into runs contiguous in the file and in the index space and
+    of one kind (new indirect keys, or pieces of existing reflink_p)."""
+    runs: list[list[Segment]] = []
+    for s in segs:
+        if runs:
+            prev = runs[-1][-1]
+            if (s.new and prev.new and s.start == prev.end
+                    and s.idx == prev.idx + prev.end - prev.start):
+                runs[-1].append(s)
+                continue
+        runs.append([s])
+    return runs
+
+
+# ---------------------------------------------------------------------- plain copies
+
+
+def copy_data(fs, trans, writer: DataWriter, src, src_inode, dst, dst_inode, *,
+              what: str = "", fresh: bool = False) -> None:
+    """Give dst a private copy of src's contents (cp --reflink=never): new data
+    written for every data range, holes kept. Sets dst size and sectors."""
+    visible = fs.visible(src.snapshot)
+    inum, snap = dst.inum, dst.snapshot
+    size = src_inode.size
+    if size <= fs.inline_max:
+        data = read_range(fs.store, src.inum, visible, 0, size, what, trans)
+        keys = [inline_key(inum, snap, data)] if data else []
+    else:
+        ctx = ReadContext(fs.store, what)
+        keys = []
+        writer.flush()
+        for k in visible_extents(trans, src.inum, visible, 0, _round_up(size, SECTOR) // SECTOR):
+            keys += data_keys(inum, snap, k.start, writer.write(key_data(ctx, k)))
+    dst_inode.size = size
+    if fresh:
+        for k in keys:
+            trans.update(E, k)
+        dst_inode.sectors = sum(k.size for k in keys)
+    else:
+        dst_inode.sectors += replace_range(trans, inum, snap, 0, END_OF_FILE, keys,
+                                           fs.visible(snap))
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def reflink_paths(fs, src_path: str, dst_path: str, *, src_offset: int = 0, dst_offset: int = 0,
+                  length: int = 0, dst_fs=None) -> int:
+    """`bfs reflink`: share SRC's bytes [src_offset, +length) (length 0: to its EOF)
+    at dst_offset of DST, in one transaction. Without offsets and length the
+    whole file is shared and DST becomes an exact copy (created if missing, with
+    SRC's permissions less the umask, like cp). Returns the bytes shared.
+    dst_fs: the destination's filesystem, which must be fs (one image)."""
+    from .errors import NotFoundError
+
+    if dst_fs is not None and dst_fs is not fs and dst_fs.store is not fs.store:
+        raise CrossDeviceError("cannot share data between two images")
+    whole = src_offset == 0 and dst_offset == 0 and length == 0
+    t = fs.store.transaction()
+    src = fs.resolve(src_path, follow=True, src=t)
+    if src.inode.is_dir:
+        raise IsADirError(f"{src.path}: is a directory")
+    try:
+        dst = fs.resolve(dst_path, follow=True, src=t)
+    except NotFoundError:
+        dst = None
+    if dst is not None:
+        if dst.inode.is_dir:
+            raise IsADirError(f"{dst.path}: is a directory")
+        dst_where, dst_inode, fresh = dst.where, dst.inode, False
+    else:
+        parent, name = fs.resolve_parent(dst_path, src=t)
+        if not src.inode.is_reg:
+            raise RemapError(f"{src.path}: not a regular file")
+        fs.check_writable(parent.where, t)
+        dst_where = fs.create(parent.where, name,
+                              stat.S_IFREG | (stat.S_IMODE(src.inode.mode) & ~_umask()), trans=t)
+        dst_inode, fresh = fs.inode(dst_where, t), True
+    n = Remapper(fs, t).remap(src.where, src.inode, src_offset, dst_where, dst_inode, dst_offset,
+                              length, what=f"{src_path} -> {dst_path}: ", to_eof=whole,
+                              fresh=fresh)
+    fs.put_inode(t, dst_where, dst_inode)
+    commit(t)
+    return n
+
+
+# ---------------------------------------------------------------------- cp
+
+
+@dataclass
+class CopyReport:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    special: int = 0
+    hardlinks: int = 0
+    bytes: int = 0
+    cloned_bytes: int = 0
+    copied_bytes: int = 0
+    xattrs: int = 0
+
+
+class Copier:
+    """`cp -a` inside one image, in one transaction: new inodes with the source's
+    mode, owner, atime/mtime and xattrs; symlinks as symlinks; hard links inside
+    the copied tree stay hard links; file data shared (reflink "auto"/"always")
+    or copied ("never")."""
+
+    def __init__(self, fs, trans, reflink: str = "auto", progress=None):
+        if reflink not in ("auto", "always", "never"):
+            raise ValueError(reflink)
+        self.fs = fs
+        self.trans = trans
+        self.reflink = reflink
+        self.progress = progress
+        self.remapper = Remapper(fs, trans)
+        self.writer = DataWriter(fs.store, fs.store.sb.data_csum_type)
+        self.links: dict[tuple[int, int], object] = {}   # (subvol, inum) of source -> copy
+        self.created: set[tuple[int, int]] = set()       # (subvol, inum) of every copy
+        self.report = CopyReport()
+
+    # --------------------------------------------------------------- data
+
+    def file_data(self, src, src_inode, dst, dst_inode, *, fresh: bool, what: str) -> None:
+        """dst's contents become src's (shared or copied), dst's size = src's."""
+        if self.reflink != "never":
+            try:
+                n = self.remapper.remap(src, src_inode, 0, dst, dst_inode, 0, src_inode.size,
+                                        what=f"{what}: ", to_eof=True, fresh=fresh, dst_checked=True)
+                self.report.cloned_bytes += n
+                return
+            except CannotShareError:
+                if self.reflink == "always":
+                    raise
+        copy_data(self.fs, self.trans, self.writer, src, src_inode, dst, dst_inode, what=what,
+                  fresh=fresh)
+        self.report.copied_bytes += src_inode.size
+
+    def finish(self) -> None:
+        self.writer.flush()
+
+    # --------------------------------------------------------------- objects
+
+    def _xattrs(self, src, dst) -> None:
+        fs = self.fs
+        for x in fs.listxattr(src, self.trans):
+            fs.setxattr(dst, x.full_name, x.value, trans=self.trans)
+            self.report.xattrs += 1
+
+    def _new(self, src, src_inode, parent, pdir, name: bytes):
+        """A new inode in `parent` (whose inode object is pdir) like src_inode."""
+        from .fs.filesystem import Where, dtype_of, now
+
+        fs, t = self.fs, self.trans
+        c = now()
+        times = ((src_inode.atime_sec, src_inode.atime_nsec),
+                 (src_inode.mtime_sec, src_inode.mtime_nsec), c, c)
+        inode = fs.new_inode(t, parent, src_inode.mode, uid=src_inode.uid, gid=src_inode.gid,
+                             rdev=src_inode.rdev, times=times)
+        where = Where(parent.subvol, parent.snapshot, inode.inum)
+        slot = fs._add_dirent(t, parent, pdir, name, inode.inum, dtype_of(src_inode.mode))
+        inode.dir, inode.dir_offset = parent.inum, slot
+        self.created.add((where.subvol, where.inum))
+        return where, inode
+
+    def copy(self, src, src_inode, parent, name: bytes, what: str):
+        """Copy src (any type; directories with everything below) into the
+        directory `parent` as `name`, which must not exist. Returns its Where."""
+        fs, t = self.fs, self.trans
+        pdir = fs.inode(parent, t)
+        where = self._copy_one(src, src_inode, parent, pdir, name, what)
+        fs._touch_dir(t, parent, pdir, 1 if src_inode.is_dir else 0)
+        return where
+
+    def _copy_one(self, src, src_inode, parent, pdir, name: bytes, what: str):
+        fs, t = self.fs, self.trans
+        key = (src.subvol, src.inum)
+        if not src_inode.is_dir and src_inode.nlink > 1 and key in self.links:
+            target = self.links[key]
+            ino = fs.inode(target, t)
+            from .fs.filesystem import dtype_of
+
+            fs._add_dirent(t, parent, pdir, name, ino.inum, dtype_of(ino.mode))
+            ino.nlink += 1
+            fs.put_inode(t, target, ino)
+            self.report.hardlinks += 1
+            return target
+        where, inode = self._new(src, src_inode, parent, pdir, name)
+        if src_inode.is_reg:
+            self.file_data(src, src_inode, where, inode, fresh=True, what=what)
+            self.report.files += 1
+            self.report.bytes += src_inode.size
+        elif src_inode.is_lnk:
+            copy_data(fs, t, self.writer, src, src_inode, where, inode, what=what, fresh=True)
+            self.report.symlinks += 1
+        elif src_inode.is_dir:
+            self.report.dirs += 1
+        else:
+            self.report.special += 1
+        # file data sets mtime to now: the copy keeps the source's times
+        inode.atime_sec, inode.atime_nsec = src_inode.atime_sec, src_inode.atime_nsec
+        inode.mtime_sec, inode.mtime_nsec = src_inode.mtime_sec, src_inode.mtime_nsec
+        fs.put_inode(t, where, inode)
+        self._xattrs(src, where)
+        if not src_inode.is_dir and src_inode.nlink > 1:
+            self.links[key] = where
+        if src_inode.is_dir:
+            self._copy_children(src, where, inode, what)
+        if self.progress is not None:
+            self.progress.advance(1)
+        return where
+
+    def _copy_children(self, src_dir, dst_dir, dst_inode, what: str) -> None:
+        """Copy the entries of src_dir into the (new or existing) directory dst_dir,
+        depth first without recursion."""
+        fs, t = self.fs, self.trans
+        stack = [(src_dir, dst_dir, dst_inode, what, iter(fs.readdir(src_dir, t)))]
+        while stack:
+            sdir, ddir, dino, dwhat, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                sino = fs.inode(sdir, t)
+                dino.atime_sec, dino.atime_nsec = sino.atime_sec, sino.atime_nsec
+                dino.mtime_sec, dino.mtime_nsec = sino.mtime_sec, sino.mtime_nsec
+                fs.put_inode(t, ddir, dino)
+                continue
+            if (entry.where.subvol, entry.where.inum) in self.created:
+                continue            # the copy itself, inside the tree being copied
+            sino = fs.inode(entry.where, t)
+            shown = dwhat.rstrip("/") + "/" + entry.name.decode("utf-8", "backslashreplace")
+            if sino.is_dir:
+                where, inode = self._new(entry.where, sino, ddir, dino, entry.name)
+                fs.put_inode(t, where, inode)
+                self._xattrs(entry.where, where)
+                dino.nlink += 1
+                self.report.dirs += 1
+                if self.progress is not None:
+                    self.progress.advance(1)
+                stack.append((entry.where, where, inode, shown,
+                              iter(fs.readdir(entry.where, t))))
+            else:
+                self._copy_one(entry.where, sino, ddir, dino, entry.name, shown)
