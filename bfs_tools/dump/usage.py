@@ -110,9 +110,26 @@ def usage_lines(u: Usage, sb):
     yield ""
     yield "reflink: " + ", ".join(
         f"{n} {v} ({_human(v * SECTOR_SIZE)})" for n, v in u.reflink.items())
+    yield _shared_line(shared_space(u))
     for o in u.other:
         yield f"other counter {o['pos']}: " + (
             f"<invalid: {o['invalid']}>" if "invalid" in o else " ".join(map(str, o["counters"])))
+
+
+def shared_space(u: Usage) -> dict:
+    """Shared vs exclusive file data (bytes), from the counters: data in indirect
+    extents (reflink_v) is shared — reached through reflink_p keys, `referenced`
+    bytes of files in all; the rest of the user data is exclusive to one extent."""
+    shared = u.reflink.get("indirect_sectors", 0)
+    user = u.data_types.get(DataType.user.name, {}).get("sectors", 0)
+    return {"shared_bytes": shared * SECTOR_SIZE,
+            "exclusive_bytes": max(0, user - shared) * SECTOR_SIZE,
+            "referenced_bytes": u.reflink.get("referenced_sectors", 0) * SECTOR_SIZE}
+
+
+def _shared_line(r: dict) -> str:
+    return (f"data: {_human(r['exclusive_bytes'])} exclusive, {_human(r['shared_bytes'])} "
+            f"shared (reflinked: {_human(r['referenced_bytes'])} of files refer to it)")
 
 
 # ---------------------------------------------------------------------------- df
@@ -139,6 +156,7 @@ def df_report(u: Usage, sb) -> dict:
                               "bytes": c["sectors"] * SECTOR_SIZE}
                        for name, c in u.data_types.items()},
         "inodes": u.inodes,
+        "reflink": shared_space(u),
     }
 
 
@@ -159,4 +177,6 @@ def df_lines(report: dict, name: str):
     for dt, c in report["data_types"].items():
         yield (f"{dt:<12} {c['buckets']:>10} {_human(c['buckets'] * bs):>12} "
                f"{_human(c['bytes']):>12}")
+    if "reflink" in report:
+        yield _shared_line(report["reflink"])
     yield f"inodes: {report['inodes']}"

@@ -504,7 +504,8 @@ def test_df(bfs, formatted, images):
     img = formatted()
     d = json.loads(bfs("df", img, "--json").out)
     assert set(d) == {"image", "bucket_size", "buckets", "size", "used", "free", "use_percent",
-                      "data_types", "inodes"}
+                      "data_types", "inodes", "reflink"}
+    assert d["reflink"] == {"shared_bytes": 0, "exclusive_bytes": 0, "referenced_bytes": 0}
     b = d["buckets"]
     assert b["total"] == 1024 and b["usable"] == b["total"] - b["reserved"]
     assert b["free"] == b["usable"] - b["used"]
