@@ -158,6 +158,14 @@ def codec(work: Path, runs: int) -> list[Row]:
     return rows
 
 
+@bench
+def reflink(work: Path, runs: int) -> list[Row]:
+    sys.path.insert(0, str(HERE))
+    import reflink_bench
+
+    return reflink_bench.run(work, runs, Row, Timing, run_once)
+
+
 def render(rows: list[Row]) -> str:
     out = ["| benchmark | bfs (median) | peer | peer (median) | ratio bfs/peer | bfs peak RSS | notes |",
            "|---|---:|---|---:|---:|---:|---|"]

@@ -51,7 +51,7 @@ from .fs.data import (
 )
 from .fs.extent_update import replace_range
 from .keys import Key
-from .reflink import ReflinkP, decode_reflink_p, overlapping, padded_range, reflink_p_key
+from .reflink import ReflinkP, decode_reflink_p, overlapping, reflink_p_key
 
 E, R = BtreeId.extents, BtreeId.reflink
 _ZERO_REFS = bytes(8)
@@ -85,6 +85,7 @@ class Segment:
     end: int
     idx: int
     new: bool
+    pieces: list | None = None   # existing: [(start, end, front_pad, back_pad)] per reflink_p
 
 
 def _round_up(n: int, to: int) -> int:
@@ -175,11 +176,10 @@ class Remapper:
             if k.type != KeyType.reflink_p:
                 need += min(k.end, end) - max(k.start, start)
         # refuse (refcount overflow, no index space) before anything is written
-        old = [Segment(max(k.start, start), min(k.end, end),
-                       decode_reflink_p(k.val).idx + max(k.start, start) - k.start, False)
+        old = [self._reference(Segment(max(k.start, start), min(k.end, end),
+                               decode_reflink_p(k.val).idx + max(k.start, start) - k.start,
+                               False))
                for k in keys if k.type == KeyType.reflink_p]
-        for run in _runs(old):
-            self._check_refs(self._p_keys(0, 0, run, 0))
         idx = self._alloc_idx(need) if need else 0
         segs: list[Segment] = []
         converted: list[Key] = []
@@ -247,38 +247,41 @@ class Remapper:
                 i = j + 1
             return out
         for seg in run:
-            a = seg.start
-            while a < seg.end:
-                b = min(seg.end, a + P_MAX_SECTORS)
-                idx = seg.idx + a - seg.start
-                front, back = self._pads(idx, idx + b - a)
+            for a, b, front, back in seg.pieces:
                 out.append(reflink_p_key((inum, b + shift, snap), b - a,
-                                         ReflinkP(idx, front, back)))
-                a = b
+                                         ReflinkP(seg.idx + a - seg.start, front, back)))
         return out
 
-    def _pads(self, lo: int, hi: int) -> tuple[int, int]:
-        """Pads that make [lo, hi) cover the indirect keys at its edges whole."""
+    def _reference(self, seg: Segment) -> Segment:
+        """Plan the reflink_p pieces for a piece of an existing reflink_p: each
+        padded to cover the indirect keys at its edges whole. Counts the
+        references they add; refuses when a refcount would overflow or the
+        indexes are not all there."""
         t = self.trans
-        first = next(overlapping(t, lo, hi), None)
-        last = next(overlapping(t, hi - 1, hi), None)
-        if first is None or last is None:
-            raise CorruptionError(f"reflink indexes [{lo}, {hi}) are missing: the source "
-                                  "refers to shared data that does not exist; run bfs check")
-        return max(0, lo - first.start), max(0, last.end - hi)
-
-    def _check_refs(self, pkeys: list[Key]) -> None:
-        """Count the references `pkeys` will add to existing indirect keys; refuse
-        when a refcount would overflow."""
-        t = self.trans
-        for pk in pkeys:
-            lo, hi = padded_range(pk)
-            for v in overlapping(t, lo, hi):
+        seg.pieces = []
+        a = seg.start
+        while a < seg.end:
+            b = min(seg.end, a + P_MAX_SECTORS)
+            lo = seg.idx + a - seg.start
+            hi = lo + b - a
+            vs = list(overlapping(t, lo, hi))
+            at = lo
+            for v in vs:
+                if v.start > at:
+                    break
+                at = v.end
+            if not vs or at < hi:
+                raise CorruptionError(f"reflink indexes [{lo}, {hi}) are missing: the source "
+                                      "refers to shared data that does not exist; run bfs check")
+            for v in vs:
                 n = self._added.get(v.pos, 0) + 1
                 if int.from_bytes(v.val[:8], "little") + n > REFLINK_REFCOUNT_MAX:
                     raise CannotShareError(f"reflink index {v.start}: refcount would exceed "
                                            f"{REFLINK_REFCOUNT_MAX}; nothing was changed")
                 self._added[v.pos] = n
+            seg.pieces.append((a, b, max(0, lo - vs[0].start), max(0, vs[-1].end - hi)))
+            a = b
+        return seg
 
     # ------------------------------------------------------------ remap
 
@@ -510,8 +513,12 @@ class Copier:
     def copy(self, src, src_inode, parent, name: bytes, what: str):
         """Copy src (any type; directories with everything below) into the
         directory `parent` as `name`, which must not exist. Returns its Where."""
+        from .errors import ExistsError
+
         fs, t = self.fs, self.trans
         pdir = fs.inode(parent, t)
+        if fs.lookup(parent, pdir, name, t) is not None:
+            raise ExistsError(f"{what}: already exists")
         where = self._copy_one(src, src_inode, parent, pdir, name, what)
         fs._touch_dir(t, parent, pdir, 1 if src_inode.is_dir else 0)
         return where

@@ -660,3 +660,14 @@ def test_df_and_usage_show_shared(bfs, img, tmp_path):
     assert u["reflink"]["referenced_sectors"] == 3 * MiB // 512
     st = stat_json(bfs, img, "/c")
     assert st["extents"] and all(e["shared"] for e in st["extents"])
+    put(bfs, img, tmp_path, "/own", data_of(64 * 1024, 91))
+    df = json.loads(bfs("df", img, "--json").out)
+    assert df["reflink"] == {"shared_bytes": MiB, "exclusive_bytes": 64 * 1024,
+                             "referenced_bytes": 3 * MiB}
+    assert "64 KiB exclusive, 1 MiB shared" in bfs("df", img).text
+    assert "64 KiB exclusive, 1 MiB shared" in bfs("dump", "usage", img).text
+    bfs("rm", img, "/a")
+    bfs("rm", img, "/b")
+    df = json.loads(bfs("df", img, "--json").out)
+    assert df["reflink"] == {"shared_bytes": MiB, "exclusive_bytes": 64 * 1024,
+                             "referenced_bytes": MiB}

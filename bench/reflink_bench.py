@@ -1,0 +1,200 @@
+"""Reflink benchmarks: bfs reflink / bfs cp against cp on a loop-mounted btrfs.
+
+    python bench/run.py --only reflink
+
+Rows (whole processes, median of N runs after one warm-up, each run on a fresh
+copy of the prepared image / with the previous copy removed):
+
+  * reflink of a 1 GiB file: `bfs reflink IMG /big /big.ref` vs
+    `cp --reflink=always m/big m/big.ref`. The note gives the bytes bfs writes to
+    the image, measured in-process with a RecordingDevice around the image file
+    (every pwrite counted: journal, btree nodes, superblock; goal < 1 MiB), and
+    the growth of the image file's allocated blocks.
+  * plain copy of that file: `bfs cp --reflink=never` vs `cp --reflink=never`.
+  * the Python standard library tree (site-packages excluded, as in
+    /work/shared/peers/measured-on-this-machine.md): `bfs cp -r --reflink=always`
+    vs `cp -a --reflink=always`, and both with `--reflink=never`.
+
+btrfs: mkfs.btrfs on a sparse file, mount -o loop (root only; the rows show no
+peer when that is not possible). The bfs processes run with their bytecode
+cached (PYTHONPYCACHEPREFIX in the work directory, filled by the warm-up run),
+as an installed tool has: this environment sets PYTHONDONTWRITEBYTECODE, which
+would otherwise make every run compile bfs_tools from source (~0.15 s).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+GiB = 1 << 30
+BFS = str(Path(sys.executable).parent / "bfs")
+
+
+def _env(work: Path) -> dict:
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return env
+
+
+def _quiet(cmd, **kw) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+
+def _big_file(path: Path) -> None:
+    """1 GiB of incompressible, non-repeating-per-MiB data."""
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for i in range(GiB >> 20):
+            f.write(block[:-8] + i.to_bytes(8, "little"))
+
+
+def _corpus(dst: Path) -> Path:
+    src = sysconfig.get_paths()["stdlib"]
+    shutil.copytree(src, dst, symlinks=True,
+                    ignore=lambda d, names: ["site-packages"] if os.path.samefile(d, src) else [])
+    return dst
+
+
+def _copy_image(src: Path, dst: Path) -> None:
+    _quiet(["cp", "--sparse=always", str(src), str(dst)])
+
+
+def _timed(run_once, Timing, cmd, runs: int, prepare, env=None) -> object:
+    times, peak, rc = [], 0, 0
+    for i in range(runs + 1):
+        prepare()
+        dt, rss, rc = run_once(cmd, env=env)
+        if i == 0:
+            continue
+        times.append(dt)
+        peak = max(peak, rss)
+    if rc != 0:     # say why in the output
+        prepare()
+        p = subprocess.run(cmd, capture_output=True, env=env)
+        err = p.stderr.decode("utf-8", "replace").strip().splitlines()
+        print(f"  {' '.join(map(str, cmd))}: rc {p.returncode}: {err[-1] if err else ''}",
+              file=sys.stderr)
+    return Timing(times, peak, rc)
+
+
+def _bytes_written(image: Path) -> int:
+    """Bytes `bfs reflink` writes to the image, through a RecordingDevice."""
+    from bfs_tools.fs.filesystem import Filesystem
+    from bfs_tools.io.device import FileDevice, RecordingDevice, WriteOp
+    from bfs_tools.remap import reflink_paths
+
+    dev = RecordingDevice(FileDevice(str(image), write=True))
+    try:
+        fs = Filesystem.open(dev, write=True)
+        reflink_paths(fs, "/big", "/big.ref")
+        fs.close()
+    finally:
+        dev.inner.close()
+    return sum(len(op.data) for op in dev.log if isinstance(op, WriteOp))
+
+
+class Btrfs:
+    """A loop-mounted btrfs holding the same inputs (None when unavailable)."""
+
+    def __init__(self, work: Path):
+        self.img = work / "btrfs.img"
+        self.mnt = work / "btrfs-mnt"
+        self.mounted = False
+
+    def setup(self, big: Path, corpus: Path) -> str | None:
+        if os.geteuid() != 0 or shutil.which("mkfs.btrfs") is None:
+            return "btrfs peer needs root and mkfs.btrfs"
+        with open(self.img, "wb") as f:
+            f.truncate(8 * GiB)
+        self.mnt.mkdir(exist_ok=True)
+        try:
+            _quiet(["mkfs.btrfs", "-f", "-q", str(self.img)])
+            _quiet(["mount", "-o", "loop", str(self.img), str(self.mnt)])
+        except (subprocess.CalledProcessError, OSError) as e:
+            return f"btrfs peer unavailable ({e})"
+        self.mounted = True
+        _quiet(["cp", str(big), str(self.mnt / "big")])
+        _quiet(["cp", "-a", str(corpus), str(self.mnt / "src")])
+        _quiet(["sync", "-f", str(self.mnt)])
+        return None
+
+    def teardown(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", str(self.mnt)], capture_output=True)
+            self.mounted = False
+        self.img.unlink(missing_ok=True)
+
+
+def run(work: Path, runs: int, Row, Timing, run_once) -> list:
+    env = _env(work)
+    big = work / "big.bin"
+    _big_file(big)
+    corpus = _corpus(work / "corpus")
+    nfiles = sum(len(f) for _d, _s, f in os.walk(corpus))
+    # images: one with the 1 GiB file, one with the corpus; each run gets a fresh copy
+    img_big0, img_tree0, img = work / "big0.img", work / "tree0.img", work / "run.img"
+    _quiet([BFS, "format", str(img_big0), "--size", "3G", "--force"])
+    _quiet([BFS, "put", str(img_big0), str(big), "/big"])
+    _quiet([BFS, "format", str(img_tree0), "--size", "1G", "--force"])
+    _quiet([BFS, "put", str(img_tree0), str(corpus), "/src", "-r"])
+    fresh_big = lambda: _copy_image(img_big0, img)      # noqa: E731
+    fresh_tree = lambda: _copy_image(img_tree0, img)    # noqa: E731
+
+    rows = []
+    btrfs = Btrfs(work)
+    problem = btrfs.setup(big, corpus)
+    try:
+        m = btrfs.mnt
+
+        def rm(p: Path):
+            return lambda: (subprocess.run(["rm", "-rf", str(p)]),
+                            _quiet(["sync", "-f", str(m)]))
+
+        # 1. reflink a 1 GiB file
+        _copy_image(img_big0, img)
+        before = img.stat().st_blocks * 512
+        written = _bytes_written(img)
+        grew = img.stat().st_blocks * 512 - before
+        r = Row("reflink", "reflink 1 GiB file", None,
+                note=f"bfs writes {written / 1024:.0f} KiB to the image (RecordingDevice), "
+                     f"image allocation +{grew / 1024:.0f} KiB; goal < 1 MiB")
+        r.ours = _timed(run_once, Timing, [BFS, "reflink", str(img), "/big", "/big.ref"], runs,
+                        fresh_big, env)
+        if problem is None:
+            r.peers["cp --reflink=always (btrfs)"] = _timed(
+                run_once, Timing, ["cp", "--reflink=always", str(m / "big"), str(m / "big.ref")],
+                runs, rm(m / "big.ref"))
+        rows.append(r)
+        # 2. plain copy of it, for contrast
+        r = Row("reflink", "copy 1 GiB file (--reflink=never)", None)
+        r.ours = _timed(run_once, Timing, [BFS, "cp", str(img), "/big", "/big.cp",
+                                           "--reflink=never"], runs, fresh_big, env)
+        if problem is None:
+            r.peers["cp --reflink=never (btrfs)"] = _timed(
+                run_once, Timing, ["cp", "--reflink=never", str(m / "big"), str(m / "big.cp")],
+                runs, rm(m / "big.cp"))
+        rows.append(r)
+        # 3. the standard library tree, shared then copied
+        for mode in ("always", "never"):
+            r = Row("reflink", f"cp -r --reflink={mode} stdlib ({nfiles} files)", None)
+            r.ours = _timed(run_once, Timing, [BFS, "cp", str(img), "/src", "/dst", "-r",
+                                               f"--reflink={mode}"], runs, fresh_tree, env)
+            if problem is None:
+                r.peers[f"cp -a --reflink={mode} (btrfs)"] = _timed(
+                    run_once, Timing, ["cp", "-a", f"--reflink={mode}", str(m / "src"),
+                                       str(m / "dst")], runs, rm(m / "dst"))
+            rows.append(r)
+        if problem is not None:
+            rows[0].note += f"; {problem}"
+    finally:
+        btrfs.teardown()
+        for p in (img, img_big0, img_tree0, big):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(corpus, ignore_errors=True)
+    return rows
