@@ -43,6 +43,9 @@ class Allocator:
         self.open: set[int] = set()
         self.freed: set[int] = set()        # freed since the last commit
         self.freed_while_open: set[int] = set()
+        # buckets never to allocate from (check: everything in use when a repair
+        # starts, while the alloc keys are not yet trusted)
+        self.protected: set[int] = set()
         self.cursor = self.sb.first_bucket
         usable = self.sb.nbuckets - self.sb.first_bucket
         self.reserve = max(4, usable // 64)
@@ -96,7 +99,7 @@ class Allocator:
         for start in (self.cursor, self.sb.first_bucket):
             for lo, hi in freespace.free_ranges(btrees, start):
                 for b in range(max(lo, start), hi):
-                    if b in self.open or b in self.freed:
+                    if b in self.open or b in self.freed or b in self.protected:
                         continue
                     a = decode_alloc(btrees.get(BtreeId.alloc, alloc_pos(b)))
                     if a.data_type != DataType.free:

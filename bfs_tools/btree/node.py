@@ -13,7 +13,7 @@ import os
 
 from ..checksum import checksum
 from ..codec import record
-from ..errors import CorruptionError
+from ..errors import CorruptionError, FormatError
 from ..formats.constants import BSET_MAGIC, BTREE_NODE_MAGIC
 from ..formats.ids import BTREE_KEY_TYPES, EXTENT_BTREES, KeyType
 from ..keys import HEADER_SIZE, Key, Pos, btree_name, decode_keys, encode_keys, fmt_pos
@@ -108,7 +108,7 @@ def encode_bset(keys, node_seq: int, magic64: int, csum_type: int, journal_seq: 
 
 class ParsedNode:
     __slots__ = ("node_seq", "btree_id", "level", "min_key", "max_key", "keys", "written",
-                 "bsets", "skipped_bsets", "max_journal_seq", "problems")
+                 "bsets", "skipped_bsets", "max_journal_seq", "problems", "rewrite")
 
 
 def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
@@ -143,6 +143,7 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
     p.bsets = 0
     p.max_journal_seq = 0
     p.problems = []
+    p.rewrite = False   # lenient: a strict read would fail, so only a full rewrite fixes it
     if p.min_key > p.max_key:
         raise CorruptionError(f"{where}: node min_key after max_key", E["btree_node_bad_range"].id)
     allowed = BTREE_KEY_TYPES.get(h.btree_id)
@@ -163,18 +164,47 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
             if first:
                 raise CorruptionError(f"{where}: first bset damaged (checksum or header)",
                                       E["btree_node_unreadable"].id)
+            if (not strict and b.magic == bset_magic and b.node_seq == h.node_seq
+                    and not is_blacklisted(b.journal_seq)):
+                # check: a committed bset of this node instance is damaged; its
+                # updates are lost, but the bsets after it are still this node's
+                nxt = _next_valid_bset(buf, offset + block_size, bset_magic, h.node_seq,
+                                       csum_type, block_size)
+                p.problems.append(("btree_bset_bad_csum",
+                                   f"{where}: bset at byte {offset} has a bad checksum; its "
+                                   "updates are lost"))
+                if nxt is None:
+                    break
+                offset = nxt
+                continue
+            if (strict and b.magic == bset_magic and b.node_seq == h.node_seq
+                    and not is_blacklisted(b.journal_seq)):
+                # Fix (committed updates silently dropped): a crash can only
+                # tear a bset of an epoch that did not commit, and those seqs
+                # are blacklisted; this one was committed, so it is damage.
+                raise CorruptionError(f"{where}: bset at byte {offset} has a bad checksum "
+                                      "(committed updates lost); run bfs check",
+                                      E["btree_bset_bad_csum"].id)
             break
         offset = end + (-end % block_size)
         if is_blacklisted(b.journal_seq):
             p.skipped_bsets += 1
             continue
-        bkeys = decode_keys(buf, end - b.bytes, end, where)
+        try:
+            bkeys = decode_keys(buf, end - b.bytes, end, where)
+        except FormatError as e:
+            # inside a valid checksum: written that way (or resealed damage)
+            raise CorruptionError(str(e), E["btree_node_unreadable"].id) from None
         if len(bkeys) != b.nkeys:
             raise CorruptionError(f"{where}: bset key count mismatch",
                                   E["btree_node_unreadable"].id)
         if strict:
             _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
         else:
+            try:
+                _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
+            except CorruptionError:
+                p.rewrite = True
             bkeys = _lenient_keys(bkeys, p, allowed, where, E)
         p.max_journal_seq = max(p.max_journal_seq, b.journal_seq)
         if first:
@@ -201,18 +231,48 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
 
 
 def _lenient_keys(keys: list[Key], p: ParsedNode, allowed, where: str, E) -> list[Key]:
-    """Keys in order and inside the node's range; what was wrong goes to p.problems."""
-    try:
-        _check_keys(keys, p, allowed, where, deleted_ok=True, E=E)
-        return keys
-    except CorruptionError as e:
-        name = next((n for n, err in E.items() if err.id == e.err_id), "btree_node_keys_unsorted")
-        p.problems.append((name, str(e)))
+    """Keys in order and inside the node's range; what was wrong goes to p.problems.
+
+    Only the node's own structure is judged here (order, range, pointer keys in
+    interior nodes); a leaf key's type and size are the keys pass's business, so
+    each problem is reported once, by the pass that repairs it."""
     by_pos = {}
+    prev = None
+    unsorted = outside = None
     for k in keys:
-        if p.min_key <= k.pos <= p.max_key and (p.level == 0 or k.type == KeyType.btree_ptr):
-            by_pos[k.pos] = k
+        pos = k.pos
+        if prev is not None and pos <= prev and unsorted is None:
+            unsorted = pos
+        prev = pos
+        if not p.min_key <= pos <= p.max_key:
+            outside = outside or pos
+            continue
+        if p.level > 0 and k.type not in (KeyType.btree_ptr, KeyType.deleted):
+            p.problems.append(("key_type_not_allowed", f"{where}: interior node holds a "
+                               f"{k.type} key at {fmt_pos(pos)}; dropped"))
+            continue
+        by_pos[pos] = k
+    if unsorted is not None:
+        p.problems.append(("btree_node_keys_unsorted",
+                           f"{where}: keys out of order at {fmt_pos(unsorted)}"))
+    if outside is not None:
+        p.problems.append(("btree_node_keys_unsorted",
+                           f"{where}: key {fmt_pos(outside)} outside the node's range"))
     return [by_pos[pos] for pos in sorted(by_pos)]
+
+
+def _next_valid_bset(buf: bytes, start: int, magic: int, node_seq: int, csum_type: int,
+                     block_size: int) -> int | None:
+    """Offset of the next intact bset of this node instance at or after `start`."""
+    off = start - start % block_size if start % block_size else start
+    while off + BSET_HEADER_SIZE <= len(buf):
+        b = BsetHeader.unpack(buf, off)
+        end = off + BSET_HEADER_SIZE + b.bytes
+        if (b.magic == magic and b.node_seq == node_seq and end <= len(buf)
+                and checksum(csum_type, buf[off + 8:end]) == b.csum):
+            return off
+        off += block_size
+    return None
 
 
 def _check_keys(keys: list[Key], p: ParsedNode, allowed, where: str, deleted_ok: bool, E) -> None:

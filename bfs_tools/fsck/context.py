@@ -74,6 +74,14 @@ class CheckContext:
             self.on_finding(f)
         return decision
 
+    def act(self, name: str, location: str, message: str, *, path: str | None = None,
+            can_fix: bool = True) -> bool:
+        """report(), and True if the caller should make the repair now: it was
+        decided, or this is -n, where repairs made through a Batch only change
+        the tree in memory, so later passes judge what -y would leave."""
+        fixed = self.report(name, location, message, path=path, can_fix=can_fix)
+        return fixed or (self.mode == "no" and can_fix and BY_NAME[name].repairable)
+
     def _decide(self, f: Finding) -> bool:
         if self.mode == "no":
             return False

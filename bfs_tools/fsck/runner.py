@@ -5,13 +5,26 @@ validity, the snapshot tree), then the allocation pass recomputes alloc info
 and accounting from what remains, so that every later repair can go through
 ordinary transactions with triggers; a final allocation pass verifies that.
 Pass ids are stable (they appear in --json output).
+
+Writing while the alloc info is not yet trusted (a repairing check, before the
+alloc pass):
+  * no allocation may land in a bucket that is in use: every bucket the image
+    references when the check starts (btree nodes, data, superblock, journal)
+    is kept from the allocator for the whole check (`Allocator.protected`);
+    the write points are not resumed;
+  * repairs go straight into the tree as unjournalled changes of dirty nodes
+    (fsck/util.py apply_direct): no node is written, so none moves, before the
+    alloc pass has counted the nodes where they are; moves queued by merges
+    meanwhile are dropped (their triggers would act on alloc keys that may be
+    wrong, and fail), and from the alloc pass on every move is accounted.
 """
 
 from __future__ import annotations
 
 import time
 
-from ..formats.ids import SbFlags
+from ..errors import BfsError
+from ..formats.ids import BtreeId, KeyType, SbFlags
 from ..store import Store
 from .context import CheckContext
 from .passes import (
@@ -37,6 +50,15 @@ def _cleanup(ctx) -> None:
         cleanup_dead_snapshots(Filesystem(ctx.store))
 
 
+def _alloc(ctx) -> None:
+    if ctx.writable:
+        # node moves queued so far (merges during repairs) are not accounted:
+        # the count is of the tree as it is now
+        ctx.store.btrees.flush_moves()
+    alloc.run(ctx)
+    _trust_alloc(ctx)
+
+
 def _verify_alloc(ctx) -> None:
     """After repairs, the alloc pass again: triggers must have kept everything in step."""
     if ctx.writable and ctx.fixed:
@@ -49,7 +71,7 @@ PASSES = [
     (3, "topology", topology.run),
     (4, "keys", keys.run),
     (5, "snapshots", snapshots.run),
-    (6, "alloc", alloc.run),
+    (6, "alloc", _alloc),
     (7, "snapshot_cleanup", _cleanup),
     (8, "extents", inodes_extents.run_extents),
     (9, "reflink", reflink.run),
@@ -63,7 +85,82 @@ PASSES = [
 
 
 def open_for_check(path, mode: str) -> Store:
-    return Store.open(path, write=mode != "no", strict_journal=False, lenient=True)
+    from ..io.device import FileDevice
+    from ..superblock import read_layout_record
+
+    layout = None
+    if mode != "no":
+        # the writable open rewrites the layout record: read it as found first
+        try:
+            with FileDevice(str(path)) as dev:
+                layout = read_layout_record(dev)
+        except BfsError:
+            pass
+    store = Store.open(path, write=mode != "no", strict_journal=False, lenient=True)
+    store.check_layout = layout if mode != "no" else _layout(store)
+    if mode != "no":
+        _distrust_alloc(store)
+    return store
+
+
+def _layout(store):
+    from ..superblock import read_layout_record
+
+    return read_layout_record(store.dev)
+
+
+def _distrust_alloc(store) -> None:
+    a = store.allocator
+    from ..alloc.allocator import WritePoint
+
+    a.wps = {"btree": WritePoint(), "user": WritePoint()}
+    a.open = set()
+    a.protected = set()
+    a.apply_moves = lambda moves: None
+
+
+def _trust_alloc(ctx) -> None:
+    ctx.state["alloc_trusted"] = True
+    a = ctx.store.allocator
+    if a is not None and "apply_moves" in vars(a):
+        del a.apply_moves
+
+
+def protect_in_use(ctx) -> None:
+    """Keep every bucket the image references now from the allocator (repairing
+    checks only; called once the topology pass has read every node)."""
+    store = ctx.store
+    a = store.allocator
+    if not ctx.writable or a is None:
+        return
+    from ..extents import decode_extent
+    from ..reflink import decode_reflink_v
+
+    sb = store.sb
+    bt = store.btrees
+    bsec = sb.bucket_size // 512
+    used = set(range(sb.first_bucket)) | {sb.nbuckets - 1} | set(sb.journal_buckets)
+    for btree in BtreeId:
+        for node in bt.walk_nodes(btree):
+            if node.sector is not None:
+                used.add(node.sector // bsec)
+    for btree in (BtreeId.extents, BtreeId.reflink):
+        for k in bt.iter(btree):
+            try:
+                if k.type == KeyType.extent:
+                    e = decode_extent(k.val)
+                elif k.type == KeyType.reflink_v:
+                    e = decode_reflink_v(k.val).extent
+                else:
+                    continue
+            except BfsError:
+                continue
+            first = e.sector // bsec
+            last = (e.sector + max(e.region_sectors, 1) - 1) // bsec
+            if last - first < 64:
+                used.update(range(first, last + 1))
+    a.protected = used
+    ctx.state["protected"] = len(used)
 
 
 def run_passes(ctx: CheckContext, *, progress=None) -> None:
@@ -73,7 +170,10 @@ def run_passes(ctx: CheckContext, *, progress=None) -> None:
         if progress is not None:
             progress(pid, name)
         fn(ctx)
-        ctx.state.pop("inodes", None) if name in ("keys", "snapshot_cleanup", "extents") else None
+        if name == "topology":
+            protect_in_use(ctx)
+        if name not in ("xattrs",):
+            ctx.state.pop("inodes", None)   # the pass may have changed inodes
         ctx.timings[name] = time.monotonic() - t
 
 
@@ -89,6 +189,7 @@ def finish(ctx: CheckContext) -> None:
             f.fixed = False
         store.abort()
         return
+    _trust_alloc(ctx)
     now = time.time_ns()
     for f in ctx.findings:
         count, _last = store.sb.errors.get(f.error.id, (0, 0))

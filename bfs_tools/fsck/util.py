@@ -34,6 +34,20 @@ def visible_set(ctx, snap: int) -> frozenset[int]:
         return frozenset({snap})
 
 
+def doomed(ctx, snap: int) -> bool:
+    """Is `snap` a node an interrupted snapshot deletion has yet to drop (dead) or
+    fold into its only child? Its keys are being removed or moved in batches, so
+    per-snapshot consistency does not hold for it until cleanup finishes (which
+    `check -y` does before the content passes; `-n` must not report its keys)."""
+    cached = ctx.state.get("doomed")
+    if cached is None:
+        from ..snapshots.cleanup import _is_dead, _is_redundant
+
+        cached = ctx.state["doomed"] = frozenset(
+            i for i, s in table(ctx).snapshots.items() if _is_dead(s) or _is_redundant(s))
+    return snap in cached
+
+
 def inode_versions(ctx) -> dict[int, list[tuple[int, Inode | None]]]:
     """inum -> [(snapshot, Inode or None for a whiteout)] in ascending snapshot order."""
     cached = ctx.state.get("inodes")
@@ -62,12 +76,33 @@ def inode_seen_from(versions, visible) -> Inode | None:
     return None
 
 
+def inode_for(ctx, versions, inum: int, snap: int) -> Inode | None:
+    """The inode a key of `inum` at snapshot `snap` belongs to: the version snap
+    sees, or else a version in a snapshot below snap (a key in an interior
+    snapshot is only used by the leaves under it, which may have their own
+    version of its inode). None: the key belongs to nothing."""
+    vers = versions.get(inum) if isinstance(versions, dict) else versions
+    if not vers:
+        return None
+    ino = inode_seen_from(vers, visible_set(ctx, snap))
+    if ino is not None:
+        return ino
+    for s, i in vers:
+        if i is not None and s != snap and snap in visible_set(ctx, s):
+            return i
+    return None
+
+
 def range_of(inum: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     return (inum, 0, 0), (inum, (1 << 64) - 1, U32_MAX)
 
 
 class Batch:
-    """Repairs queued into transactions of at most BATCH updates."""
+    """Repairs queued into transactions of at most BATCH updates.
+
+    With -n (a read-only store) the transactions are never committed: their
+    updates are applied to the tree in memory only (no triggers, nothing
+    written), so the passes after see what -y would leave."""
 
     def __init__(self, ctx, *, triggers: bool = True):
         self.ctx = ctx
@@ -77,16 +112,41 @@ class Batch:
 
     def t(self):
         if self.trans is None:
-            self.trans = self.ctx.store.transaction()
+            self.trans = self._new()
         self.n += 1
         if self.n >= BATCH:
             self.flush()
-            self.trans = self.ctx.store.transaction()
+            self.trans = self._new()
             self.n = 1
         return self.trans
 
+    def _new(self):
+        store = self.ctx.store
+        if store.read_only:
+            from ..trans import Transaction
+
+            return Transaction(store)
+        return store.transaction()
+
     def flush(self) -> None:
-        if self.trans is not None:
-            self.trans.commit(run_triggers=self.triggers, journal=False if not self.triggers else None)
-            self.trans = None
-            self.n = 0
+        if self.trans is None:
+            return
+        t, self.trans = self.trans, None
+        self.n = 0
+        store = self.ctx.store
+        if store.read_only or (not self.triggers and not self.ctx.state.get("alloc_trusted")):
+            apply_direct(store, t.updates, t._sorted)
+            return
+        t.commit(run_triggers=self.triggers, journal=False if not self.triggers else None)
+
+
+def apply_direct(store, updates: dict, order: dict | None = None) -> None:
+    """Updates straight into the tree: in memory only with -n; before the alloc
+    pass of a repairing check, as unjournalled changes of dirty nodes, which the
+    next commit writes (no node is written, so none moves, before the alloc
+    pass has counted them: runner.py)."""
+    apply = store.btrees.apply
+    seq = 0 if store.read_only else store.journal.seq
+    for btree_id, pending in updates.items():
+        for pos in (order[btree_id] if order is not None else sorted(pending)):
+            apply(btree_id, pending[pos], seq, False)

@@ -4,14 +4,24 @@ exactly as the triggers would have, and compare with what is persisted.
 Persistent alloc info is only trustworthy because this pass exists. It walks
 every btree node (btree buckets), every extent and indirect extent (user
 buckets, with their pointer gens), the superblock and journal buckets, and
-counts inodes, per-snapshot, per-btree and reflink sectors. Then:
-  * each alloc key must match (gen, data type, live sectors);
-  * a pointer whose gen differs from the bucket's is stale (its data was
-    reused): the extent is replaced by an `error` key (reads say "data lost");
+counts inodes, per-snapshot, per-btree and reflink sectors. Then, one finding
+per bucket at most:
+  * a bucket holding btree nodes or data must have an alloc key of that type
+    (btree_ptr_to_free_bucket / ptr_to_free_bucket when it says free,
+    alloc_key_missing when it has none, alloc_key_wrong otherwise, also for
+    wrong live sectors and for a key marking an unused bucket in use);
+  * generations (u8, compared modulo 256 like bcachefs' gen_after): a data
+    pointer older than its bucket points at reused space, its data is gone
+    (ptr_stale: the extent becomes an `error` key, reads say "data lost"); a
+    pointer newer than the bucket means the alloc key is behind. A btree
+    node's identity is proven by its node_seq, so a gen that differs from the
+    bucket's (btree_ptr_stale) is repaired on the alloc key;
   * the freespace index must list exactly the free buckets;
   * every accounting counter must match.
 Repairs rewrite alloc keys, rebuild the freespace index and rewrite the
-accounting keys, without triggers (this pass *is* what the triggers maintain).
+accounting keys without triggers (this pass *is* what the triggers maintain),
+applied after the count straight into the tree (see runner.py: no btree node
+is written, so none moves, between the count and the repairs).
 """
 
 from __future__ import annotations
@@ -24,9 +34,9 @@ from ...alloc.freespace import range_key
 from ...errors import BfsError
 from ...extents import decode_extent
 from ...formats.ids import AccountingType, BtreeId, DataType, KeyType
-from ...keys import Key
+from ...keys import Key, deleted_key
 from ...reflink import decode_reflink_p, decode_reflink_v
-from ..util import Batch, loc
+from ..util import apply_direct, loc
 
 A, FS, ACC = BtreeId.alloc, BtreeId.freespace, BtreeId.accounting
 
@@ -38,59 +48,115 @@ def _name(dt: int) -> str:
         return str(dt)
 
 
-class Usage:
-    def __init__(self, sb):
-        self.sb = sb
-        self.buckets: dict[int, list] = {}          # bucket -> [data_type, sectors, Counter(gen)]
-        self.acct: Counter = Counter()              # (type, sub, index) -> value
-        self.conflicts: list[tuple[int, str]] = []
+def gen_after(a: int, b: int) -> bool:
+    """Is generation a newer than b (u8, wrapping)?"""
+    return 0 < ((a - b) & 0xFF) < 128
 
-    def add(self, bucket: int, dt: int, sectors: int, gen: int | None, what: str) -> bool:
+
+class Usage:
+    def __init__(self):
+        self.buckets: dict[int, list] = {}     # bucket -> [data_type, sectors, gen or None]
+        self.acct: Counter = Counter()         # (type, sub, index) -> value
+
+    def add(self, bucket: int, dt: int, sectors: int, gen: int | None) -> None:
         b = self.buckets.get(bucket)
         if b is None:
-            self.buckets[bucket] = [dt, sectors, Counter([gen]) if gen is not None else Counter()]
-            return True
-        if b[0] != dt:
-            self.conflicts.append((bucket, f"{what}: bucket {bucket} also holds {_name(b[0])}"))
-            return False
-        b[1] += sectors
-        if gen is not None:
-            b[2][gen] += 1
-        return True
+            self.buckets[bucket] = [dt, sectors, gen]
+        else:
+            b[1] += sectors
 
     def acct_add(self, atype: int, sub: int, idx: int, value: int) -> None:
         if value:
             self.acct[(atype, sub, idx)] += value
 
 
+class _Repairs:
+    """Every repair of the pass, applied as one transaction (or, with -n, to the
+    tree in memory only)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.updates: list[tuple[int, Key]] = []
+
+    def put(self, btree: int, key: Key, fix: bool) -> None:
+        if fix or not self.ctx.writable:
+            self.updates.append((btree, key))
+
+    def apply(self) -> None:
+        if not self.updates:
+            return
+        store = self.ctx.store
+        if store.read_only or not self.ctx.state.get("alloc_trusted"):
+            pending: dict = {}
+            for btree, key in self.updates:
+                pending.setdefault(btree, {})[key.pos] = key
+            apply_direct(store, pending)
+            return
+        t = store.transaction()
+        for btree, key in self.updates:
+            t.update(btree, key)
+        t.commit(run_triggers=False, journal=False)
+
+
 def run(ctx) -> None:
     store = ctx.store
     sb = store.sb
     bt = store.btrees
-    u = Usage(sb)
+    u = Usage()
     bsec = sb.bucket_size // 512
     nsec = sb.btree_node_size // 512
+    fixed_types: dict[int, int] = {}
     for b in [*range(sb.first_bucket), sb.nbuckets - 1]:
-        u.add(b, DataType.superblock, bsec, None, "superblock")
+        fixed_types[b] = DataType.superblock
     for b in sb.journal_buckets:
-        u.add(b, DataType.journal, bsec, None, "journal")
-    stored = {k.pos[1]: decode_alloc(k) for k in bt.iter(A)}
-    # btree nodes
+        fixed_types.setdefault(b, DataType.journal)
+    for b, dt in fixed_types.items():
+        u.add(b, dt, bsec, None)
+    stored: dict[int, Alloc] = {}
+    for k in bt.iter(A):
+        try:
+            stored[k.pos[1]] = decode_alloc(k)
+        except BfsError:
+            continue
+    repairs = _Repairs(ctx)
+    reported: set[int] = set()
+    # btree nodes: bucket -> [(btree, node)]
+    node_buckets: dict[int, list] = {}
     for btree in BtreeId:
         for node in bt.walk_nodes(btree):
             if node.sector is None:
                 continue
-            bucket = node.sector * 512 // sb.bucket_size
-            if not u.add(bucket, DataType.btree, nsec, node.gen, f"btree {btree.name} node"):
-                continue
+            node_buckets.setdefault(node.sector * 512 // sb.bucket_size, []).append((btree, node))
+    for bucket, nodes in sorted(node_buckets.items()):
+        if bucket in fixed_types:
+            for btree, node in nodes:
+                ctx.report("bucket_data_type_mismatch", f"{btree.name} node at sector "
+                           f"{node.sector}", f"bucket {bucket} is a "
+                           f"{_name(fixed_types[bucket])} bucket", can_fix=False)
+            continue
+        gens = Counter(node.gen for _b, node in nodes)
+        a = stored.get(bucket)
+        gen = gens.most_common(1)[0][0]
+        if a is not None and a.gen != gen and a.data_type == DataType.btree:
+            msg = (f"bucket {bucket} gen {a.gen}, its nodes' pointers say gen {gen}; the "
+                   "alloc key takes the pointers' gen")
+            ctx.report("btree_ptr_stale", loc(A, (0, bucket, 0)), msg)
+            reported.add(bucket)
+        for btree, node in nodes:
+            if node.gen != gen:
+                ctx.report("btree_ptr_stale", f"{btree.name} node at sector {node.sector}",
+                           f"pointer gen {node.gen}, the other nodes of bucket {bucket} say "
+                           f"{gen}", can_fix=False)
             u.acct_add(AccountingType.btree, btree, 0, nsec)
-            a = stored.get(bucket)
-            if a is None or a.data_type != DataType.btree:
-                # repaired by the alloc key rewrite below
-                ctx.report("btree_ptr_to_free_bucket", f"{btree.name} node at sector {node.sector}",
-                           f"bucket {bucket} is marked {_name(a.data_type) if a else 'free'}")
+        u.add(bucket, DataType.btree, nsec * len(nodes), gen)
+        if a is None or a.data_type == DataType.free:
+            if a is not None:
+                ctx.report("btree_ptr_to_free_bucket", loc(A, (0, bucket, 0)),
+                           f"bucket {bucket} holds {len(nodes)} btree node(s) but is marked "
+                           "free")
+                reported.add(bucket)
     # data: extents and indirect extents
-    stale: list[tuple[int, Key, str]] = []
+    stale: list[tuple[int, Key, str, str]] = []
     inodes = 0
     for k in bt.iter(BtreeId.inodes):
         if k.type == KeyType.inode:
@@ -106,86 +172,104 @@ def run(ctx) -> None:
                 elif k.type == KeyType.reflink_v:
                     e = decode_reflink_v(k.val).extent
                 elif k.type == KeyType.reflink_p:
-                    u.acct_add(AccountingType.reflink, 0, 1, k.size)
                     decode_reflink_p(k.val)
+                    u.acct_add(AccountingType.reflink, 0, 1, k.size)
             except BfsError:
                 continue
             if e is None:
                 continue
             bucket = e.sector // bsec
-            if not sb.first_bucket <= bucket < sb.nbuckets - 1 or bucket in sb.journal_buckets:
-                stale.append((btree, k, f"pointer to bucket {bucket}, outside the data area"))
+            last = (e.sector + e.region_sectors - 1) // bsec
+            if not sb.first_bucket <= bucket < sb.nbuckets - 1 or last != bucket:
+                stale.append((btree, k, "ptr_beyond_device",
+                              f"region at sector {e.sector} (+{e.region_sectors}) is outside "
+                              "the data area or crosses a bucket"))
+                continue
+            if bucket in fixed_types or bucket in node_buckets:
+                what = _name(fixed_types.get(bucket, DataType.btree))
+                stale.append((btree, k, "bucket_data_type_mismatch",
+                              f"its data is in bucket {bucket}, which holds {what}"))
                 continue
             pointers.setdefault(bucket, []).append((btree, k, e.gen))
     for bucket, ptrs in sorted(pointers.items()):
-        gens = Counter(g for _b, _k, g in ptrs)
         a = stored.get(bucket)
-        # the bucket's gen: the alloc key's if some pointer agrees with it, else the
-        # pointers' majority (then the alloc key is what is wrong)
-        gen = a.gen if a is not None and a.gen in gens else gens.most_common(1)[0][0]
+        gens = [g for _b, _k, g in ptrs]
+        if a is not None:
+            bgen = a.gen
+            newer = [g for g in gens if gen_after(g, bgen)]
+            if newer:
+                bgen = max(newer, key=lambda g: (g - a.gen) & 0xFF)
+        else:
+            bgen = Counter(gens).most_common(1)[0][0]
         for btree, k, g in ptrs:
-            if g != gen:
-                stale.append((btree, k, f"pointer gen {g}, bucket {bucket} gen {gen}"))
+            if g != bgen:
+                stale.append((btree, k, "ptr_stale",
+                              f"pointer gen {g}, bucket {bucket} gen {bgen}: the space was "
+                              "reused"))
                 continue
-            if not u.add(bucket, DataType.user, k.size, g, f"{btree.name} key {k.pos}"):
-                stale.append((btree, k, u.conflicts[-1][1]))
-                continue
+            u.add(bucket, DataType.user, k.size, bgen)
             if btree == BtreeId.extents:
                 u.acct_add(AccountingType.snapshot, k.pos[2], 0, k.size)
             else:
                 u.acct_add(AccountingType.reflink, 0, 0, k.size)
-    batch = Batch(ctx, triggers=False)
-    for btree, k, why in stale:
-        name = "ptr_beyond_device" if "outside" in why else (
-            "bucket_data_type_mismatch" if "also holds" in why else "ptr_stale")
-        if ctx.report(name, loc(btree, k.pos), why + "; the data is lost"):
-            batch.t().update(btree, Key(k.pos, KeyType.error, b"", size=k.size))
-    for bucket, why in u.conflicts:
-        if not any(why == s[2] for s in stale):
-            ctx.report("bucket_data_type_mismatch", f"alloc:bucket {bucket}", why, can_fix=False)
-    batch.flush()
-    _compare_alloc(ctx, u, stored)
-    _compare_freespace(ctx, u)
-    _compare_accounting(ctx, u)
+        if (a is not None and a.data_type == DataType.free and bucket in u.buckets
+                and bucket not in reported):
+            ctx.report("ptr_to_free_bucket", loc(A, (0, bucket, 0)),
+                       f"bucket {bucket} holds file data but is marked free")
+            reported.add(bucket)
+    for btree, k, name, why in stale:
+        fix = ctx.report(name, loc(btree, k.pos), why + "; the data is lost (range marked lost)")
+        repairs.put(btree, Key(k.pos, KeyType.error, b"", size=k.size), fix)
+    _compare_alloc(ctx, u, stored, repairs, reported)
+    _compare_freespace(ctx, u, repairs)
+    _compare_accounting(ctx, u, repairs)
+    repairs.apply()
 
 
 def _expected(u: Usage) -> dict[int, Alloc]:
-    out = {}
-    for bucket, (dt, sectors, gens) in u.buckets.items():
-        gen = gens.most_common(1)[0][0] if gens else 0
-        out[bucket] = Alloc(gen, dt, sectors)
-    return out
+    return {bucket: Alloc(gen or 0, dt, sectors)
+            for bucket, (dt, sectors, gen) in u.buckets.items()}
 
 
-def _compare_alloc(ctx, u: Usage, stored: dict[int, Alloc]) -> None:
+def _compare_alloc(ctx, u: Usage, stored: dict[int, Alloc], repairs: _Repairs,
+                   reported: set[int]) -> None:
     expected = _expected(u)
-    batch = Batch(ctx, triggers=False)
     for bucket in sorted(set(expected) | set(stored)):
         want = expected.get(bucket)
         have = stored.get(bucket)
+        where = loc(A, (0, bucket, 0))
         if want is None:
             if have is not None and have.data_type != DataType.free:
-                if ctx.report("alloc_key_wrong", f"alloc:bucket {bucket}",
-                              f"marked {_name(have.data_type)} with {have.dirty_sectors} sectors, "
-                              "but nothing is in it"):
-                    batch.t().update(A, alloc_key(bucket, Alloc(have.gen, DataType.free, 0)))
+                fix = ctx.report("alloc_key_wrong", where,
+                                 f"marked {_name(have.data_type)} with {have.dirty_sectors} "
+                                 "sectors, but nothing is in it")
+                repairs.put(A, alloc_key(bucket, Alloc(have.gen, DataType.free, 0)), fix)
             continue
         if want.data_type in (DataType.superblock, DataType.journal):
             want = Alloc(have.gen if have else 0, want.data_type, want.dirty_sectors)
+        if have == want:
+            continue
+        if bucket in reported:
+            repairs.put(A, alloc_key(bucket, want), _was_fixed(ctx, where))
+            continue
         if have is None:
             name = "sb_journal_bucket_not_marked" if want.data_type in (
                 DataType.superblock, DataType.journal) else "alloc_key_missing"
-            if ctx.report(name, f"alloc:bucket {bucket}",
-                          f"holds {_name(want.data_type)} ({want.dirty_sectors} sectors) but "
-                          "has no alloc key"):
-                batch.t().update(A, alloc_key(bucket, want))
-        elif have != want:
-            if ctx.report("alloc_key_wrong", f"alloc:bucket {bucket}",
-                          f"is gen {have.gen} {_name(have.data_type)} {have.dirty_sectors} "
-                          f"sectors, should be gen {want.gen} {_name(want.data_type)} "
-                          f"{want.dirty_sectors} sectors"):
-                batch.t().update(A, alloc_key(bucket, want))
-    batch.flush()
+            fix = ctx.report(name, where, f"holds {_name(want.data_type)} "
+                             f"({want.dirty_sectors} sectors) but has no alloc key")
+        else:
+            fix = ctx.report("alloc_key_wrong", where,
+                             f"is gen {have.gen} {_name(have.data_type)} {have.dirty_sectors} "
+                             f"sectors, should be gen {want.gen} {_name(want.data_type)} "
+                             f"{want.dirty_sectors} sectors")
+        repairs.put(A, alloc_key(bucket, want), fix)
+
+
+def _was_fixed(ctx, where: str) -> bool:
+    for f in reversed(ctx.findings):
+        if f.location == where:
+            return f.fixed
+    return False
 
 
 def _free_ranges(u: Usage, sb) -> list[tuple[int, int]]:
@@ -203,32 +287,38 @@ def _free_ranges(u: Usage, sb) -> list[tuple[int, int]]:
     return ranges
 
 
-def _compare_freespace(ctx, u: Usage) -> None:
+def _compare_freespace(ctx, u: Usage, repairs: _Repairs) -> None:
     sb = ctx.store.sb
     bt = ctx.store.btrees
     want = _free_ranges(u, sb)
-    have = [(k.start, k.end) for k in bt.iter(FS)]
+    keys = list(bt.iter(FS))
+    have = []
+    for k in keys:
+        if k.type != KeyType.set:
+            have.append(None)
+        else:
+            have.append((k.start, k.end))
     if want == have:
         return
-    diff = sorted(set(want) ^ set(have))[:3]
-    if ctx.report("freespace_wrong", "freespace", f"{len(have)} ranges stored, {len(want)} "
-                  f"expected; first differences: {diff}"):
-        batch = Batch(ctx, triggers=False)
-        for k in list(bt.iter(FS)):
-            batch.t().delete(FS, k.pos)
-        for a, b in want:
-            batch.t().update(FS, range_key(a, b))
-        batch.flush()
+    diff = sorted(set(want) ^ {h for h in have if h is not None})[:3]
+    fix = ctx.report("freespace_wrong", "freespace", f"{len(have)} ranges stored, {len(want)} "
+                     f"expected; first differences: {diff}")
+    wanted = {range_key(a, b).pos: range_key(a, b) for a, b in want}
+    for k in keys:
+        if k.pos not in wanted:
+            repairs.put(FS, deleted_key(k.pos), fix)
+    for k in wanted.values():
+        repairs.put(FS, k, fix)
 
 
-def _compare_accounting(ctx, u: Usage) -> None:
+def _compare_accounting(ctx, u: Usage, repairs: _Repairs) -> None:
     bt = ctx.store.btrees
     expected: dict[tuple[int, int, int], list[int]] = {}
     for (atype, sub, idx), value in u.acct.items():
         vals = expected.setdefault(acct_pos(atype, sub), [])
         vals += [0] * (idx + 1 - len(vals))
         vals[idx] = value
-    for dt, sectors, _gens in u.buckets.values():
+    for dt, sectors, _gen in u.buckets.values():
         vals = expected.setdefault(acct_pos(AccountingType.data_type, dt), [0, 0])
         vals[0] += 1
         vals[1] += sectors
@@ -238,18 +328,16 @@ def _compare_accounting(ctx, u: Usage) -> None:
             stored[k.pos] = decode_counters(k.val)
         except BfsError:
             stored[k.pos] = None
-    batch = Batch(ctx, triggers=False)
     for pos in sorted(set(expected) | set(stored)):
         want = _trim(expected.get(pos, []))
         have = _trim(stored.get(pos) or [])
         if want == have:
             continue
-        if ctx.report("accounting_wrong", loc(ACC, pos), f"counters {have}, should be {want}"):
-            if want:
-                batch.t().update(ACC, Key(pos, KeyType.accounting, encode_counters(want)))
-            else:
-                batch.t().delete(ACC, pos)
-    batch.flush()
+        fix = ctx.report("accounting_wrong", loc(ACC, pos), f"counters {have}, should be {want}")
+        if want:
+            repairs.put(ACC, Key(pos, KeyType.accounting, encode_counters(want)), fix)
+        else:
+            repairs.put(ACC, deleted_key(pos), fix)
 
 
 def _trim(vals: list[int]) -> list[int]:

@@ -19,7 +19,7 @@ from ...extents import cut, decode_extent
 from ...formats.ids import BtreeId, KeyType
 from ...fs.inode import decode_inode
 from ...keys import Key
-from ..util import Batch, inode_seen_from, inode_versions, loc, visible_set
+from ..util import Batch, doomed, inode_for, inode_versions, loc, visible_set
 
 E, INODES = BtreeId.extents, BtreeId.inodes
 COUNTED = (KeyType.extent, KeyType.inline_data, KeyType.reflink_p)
@@ -53,17 +53,19 @@ def _check_file(ctx, batch: Batch, inum: int, keys: list[Key], versions) -> None
 
     alive = []
     for k in keys:
+        if doomed(ctx, k.pos[2]):
+            continue   # an interrupted snapshot deletion is still removing/moving it
         if k.type == KeyType.whiteout:
             alive.append(k)
             continue
-        ino = inode_seen_from(versions, vis(k.pos[2]))
+        ino = inode_for(ctx, versions, inum, k.pos[2])
         if ino is None:
-            if ctx.report("extent_no_inode", loc(E, k.pos),
+            if ctx.act("extent_no_inode", loc(E, k.pos),
                           f"inode {inum} does not exist in snapshot {k.pos[2]}"):
                 batch.t().delete(E, k.pos)
             continue
         if not (stat.S_ISREG(ino.mode) or stat.S_ISLNK(ino.mode)):
-            if ctx.report("extent_in_non_regular", loc(E, k.pos),
+            if ctx.act("extent_in_non_regular", loc(E, k.pos),
                           f"inode {inum} is not a regular file or symlink"):
                 batch.t().delete(E, k.pos)
             continue
@@ -77,12 +79,12 @@ def _check_file(ctx, batch: Batch, inum: int, keys: list[Key], versions) -> None
         active = [a for a in active if a.end > k.start]
         for a in active:
             if a.pos[2] == k.pos[2]:
-                if ctx.report("extents_overlap", loc(E, k.pos),
+                if ctx.act("extents_overlap", loc(E, k.pos),
                               f"overlaps {loc(E, a.pos)} in the same snapshot"):
                     batch.t().delete(E, a.pos)
             elif (a.start, a.end) != (k.start, k.end) and (
                     a.pos[2] in vis(k.pos[2]) or k.pos[2] in vis(a.pos[2])):
-                if ctx.report("extents_overlap_across_snapshots", loc(E, k.pos),
+                if ctx.act("extents_overlap_across_snapshots", loc(E, k.pos),
                               f"partly overlaps {loc(E, a.pos)} of a related snapshot"):
                     t = batch.t()
                     points = sorted({a.start, a.end, k.start, k.end})
@@ -103,7 +105,7 @@ def _verify(ctx, batch: Batch, k: Key) -> None:
                    can_fix=False)
         return
     if checksum(e.csum_type, data) != e.csum:
-        if ctx.report("data_checksum_bad", loc(E, k.pos),
+        if ctx.act("data_checksum_bad", loc(E, k.pos),
                       f"data at sector {e.sector} does not match its checksum; the range is "
                       "marked lost"):
             batch.t().update(E, Key(k.pos, KeyType.error, b"", size=k.size))
@@ -111,6 +113,8 @@ def _verify(ctx, batch: Batch, k: Key) -> None:
 
 def run_inodes(ctx) -> None:
     """Each inode version: valid type, sectors and size agree with its data."""
+    from ...keys import filter_visible
+
     bt = ctx.store.btrees
     block = ctx.store.sb.block_size
     batch = Batch(ctx)
@@ -122,34 +126,58 @@ def run_inodes(ctx) -> None:
         except BfsError:
             continue
         snap = k.pos[2]
+        if doomed(ctx, snap):
+            continue   # an interrupted snapshot deletion is still removing/moving it
         visible = visible_set(ctx, snap)
-        sectors = 0
-        end = 0
-        last = None
-        from ...keys import filter_visible
-
-        for x in filter_visible(bt.iter(E, (ino.inum, 0, 0), (ino.inum, (1 << 64) - 1, 0xFFFFFFFF)),
-                                visible):
-            if x.pos[1] == last:
-                continue
-            last = x.pos[1]
-            if x.type in COUNTED:
-                sectors += x.size
-                end = max(end, x.end)
-        if (ino.is_dir or not (ino.is_reg or ino.is_lnk)) and sectors:
+        data = [x for x in filter_visible(bt.iter(E, (ino.inum, 0, 0),
+                                                  (ino.inum, (1 << 64) - 1, 0xFFFFFFFF)),
+                                          visible) if x.type in COUNTED]
+        if (ino.is_dir or not (ino.is_reg or ino.is_lnk)) and data:
             continue   # the extents pass deletes data of non-files
+        if ino.is_lnk:
+            data = _symlink_past_eof(ctx, batch, ino, snap, data)
+        sectors = sum(x.size for x in data)
+        end = max((x.end for x in data), default=0)
         fixed = False
         if ino.sectors != sectors:
-            if ctx.report("inode_sectors_wrong", loc(INODES, k.pos),
+            if ctx.act("inode_sectors_wrong", loc(INODES, k.pos),
                           f"sectors {ino.sectors}, its data is {sectors}"):
                 ino.sectors = sectors
                 fixed = True
         limit = -(-ino.size // block) * block
         if end * 512 > limit and ino.is_reg:
-            if ctx.report("inode_size_wrong", loc(INODES, k.pos),
+            if ctx.act("inode_size_wrong", loc(INODES, k.pos),
                           f"size {ino.size} but data reaches byte {end * 512}"):
                 ino.size = end * 512
                 fixed = True
         if fixed:
             batch.t().update(INODES, ino.key(snap))
     batch.flush()
+
+
+def _symlink_past_eof(ctx, batch: Batch, ino, snap: int, data: list[Key]) -> list[Key]:
+    """A symlink's size is its target's length: data after it is not the target's.
+    The keys of the symlink's own snapshot past it are dropped (or cut)."""
+    limit = -(-ino.size // 512)
+    keep = []
+    for x in data:
+        if x.end <= limit:
+            keep.append(x)
+            continue
+        where = loc(E, x.pos)
+        if x.pos[2] != snap:
+            ctx.report("extent_past_eof", where, f"symlink {ino.inum} of {ino.size} bytes has "
+                       f"data up to sector {x.end}, in another snapshot", can_fix=False)
+            keep.append(x)
+            continue
+        if ctx.act("extent_past_eof", where, f"symlink {ino.inum} of {ino.size} bytes has "
+                      f"data up to sector {x.end}; cut at its size"):
+            t = batch.t()
+            t.delete(E, x.pos)
+            if x.start < limit:
+                part = cut(x, x.start, limit)
+                t.update(E, part)
+                keep.append(part)
+        else:
+            keep.append(x)
+    return keep

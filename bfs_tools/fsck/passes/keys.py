@@ -1,12 +1,60 @@
 """Pass keys: every key valid for its type and btree; snapshot btrees' keys in
-existing snapshots. Invalid keys are deleted (without triggers: the alloc pass
-that follows recomputes everything derived from the remaining keys)."""
+existing snapshots.
+
+Invalid keys are deleted (without triggers: the alloc pass that follows
+recomputes everything derived from the remaining keys) — except where a
+better repair keeps the data: an inode whose only problem is its file type
+gets the type its dirents and data say it has (inode_bad_mode), and dirents
+with a bad name or type are left to the dirents pass (dirent_bad_name,
+dirent_type_wrong), which renames or retypes them in place.
+
+With -n nothing is written, but the keys that -y would delete are dropped
+from the tree in memory, so the later passes judge what -y would leave and
+never trip over a value they cannot decode.
+"""
 
 from __future__ import annotations
 
-from ...formats.ids import SNAPSHOT_BTREES, BtreeId
-from ...keys import validate_key
+import stat
+
+from ...formats.constants import KEY_VALUE_MAX
+from ...formats.ids import BTREE_KEY_TYPES, EXTENT_BTREES, SNAPSHOT_BTREES, BtreeId, KeyType
+from ...fs.dirent import DirentHead
+from ...fs.inode import InodeValue
+from ...fs.inode import _validate as validate_inode
+from ...keys import Key, btree_name, type_name, validate_key
 from ..util import Batch, loc, table
+
+INODES, D, E = BtreeId.inodes, BtreeId.dirents, BtreeId.extents
+
+
+def classify(btree: int, k: Key) -> tuple[str, str] | None:
+    """(error name, message) for an invalid key, None for a valid one."""
+    allowed = BTREE_KEY_TYPES.get(btree, ())
+    if k.type not in allowed:
+        return "key_type_not_allowed", (f"key type {type_name(k.type)} not allowed in btree "
+                                        f"{btree_name(btree)}")
+    if len(k.val) > KEY_VALUE_MAX:
+        return "key_bad_value", "value too long"
+    if btree in EXTENT_BTREES:
+        if k.size == 0 or k.size > k.pos[1]:
+            return "key_bad_pos", f"bad extent size {k.size} for end {k.pos[1]}"
+    elif k.size != 0:
+        return "key_bad_pos", f"nonzero size {k.size} in a non-extent btree"
+    if btree not in SNAPSHOT_BTREES and k.pos[2] != 0:
+        return "key_bad_pos", f"snapshot field {k.pos[2]} in a btree without snapshots"
+    if btree == INODES and k.type == KeyType.inode and (k.pos[0] != 0 or k.pos[1] == 0):
+        return "key_bad_pos", "inode key position not (0, inum > 0)"
+    if btree == D and k.type == KeyType.dirent and len(k.val) >= DirentHead.SIZE:
+        # name and type problems are repaired in place by the dirents pass
+        return None
+    problem = validate_key(btree, k)
+    if problem:
+        if (btree == INODES and k.type == KeyType.inode and len(k.val) == InodeValue.SIZE
+                and "file type" in problem):
+            return "inode_bad_mode", problem
+        return "key_bad_value", problem
+    return None
 
 
 def run(ctx) -> None:
@@ -14,16 +62,39 @@ def run(ctx) -> None:
     snaps = table(ctx).snapshots
     batch = Batch(ctx, triggers=False)
     for btree in BtreeId:
-        for k in list(bt.iter(btree)) if ctx.writable else bt.iter(btree):
-            problem = validate_key(btree, k)
-            if problem:
-                name = "key_type_not_allowed" if "not allowed" in problem else (
-                    "key_bad_pos" if "size" in problem or "position" in problem else "key_bad_value")
-                if ctx.report(name, loc(btree, k.pos), problem):
+        for k in list(bt.iter(btree)):
+            found = classify(btree, k)
+            if found:
+                name, problem = found
+                if name == "inode_bad_mode":
+                    _bad_mode(ctx, batch, k, problem)
+                    continue
+                if ctx.act(name, loc(btree, k.pos), problem + "; deleted"):
                     batch.t().delete(btree, k.pos)
                 continue
             if btree in SNAPSHOT_BTREES and k.pos[2] not in snaps:
-                if ctx.report("key_in_missing_snapshot", loc(btree, k.pos),
-                              f"snapshot {k.pos[2]} does not exist"):
+                if ctx.act("key_in_missing_snapshot", loc(btree, k.pos),
+                           f"snapshot {k.pos[2]} does not exist; deleted"):
                     batch.t().delete(btree, k.pos)
     batch.flush()
+    ctx.state.pop("inodes", None)
+
+
+def _bad_mode(ctx, batch, k: Key, problem: str) -> None:
+    """An inode with no valid file type: a directory if it has dirents, else a
+    regular file (data or not). Other validation problems are checked after."""
+    bt = ctx.store.btrees
+    inum = k.pos[1]
+    has_dirents = bt.peek(D, (inum, 0, 0), (inum, (1 << 64) - 1, 0xFFFFFFFF)) is not None
+    fmt = stat.S_IFDIR if has_dirents else stat.S_IFREG
+    v = InodeValue.unpack(k.val)
+    new = Key(k.pos, k.type, v._replace(mode=fmt | stat.S_IMODE(v.mode)).pack())
+    fixed_problem = validate_inode(INODES, new)
+    what = "directory" if has_dirents else "regular file"
+    if fixed_problem:
+        # more is wrong than the type: the inode cannot be kept
+        if ctx.act("key_bad_value", loc(INODES, k.pos), f"{problem}, {fixed_problem}; deleted"):
+            batch.t().delete(INODES, k.pos)
+        return
+    if ctx.act("inode_bad_mode", loc(INODES, k.pos), f"{problem}; made a {what}"):
+        batch.t().update(INODES, new)

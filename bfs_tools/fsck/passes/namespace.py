@@ -1,22 +1,26 @@
 """Passes root, directory structure and nlinks, one walk per live subvolume.
 
 Root: the root subvolume exists, its root directory exists and is a directory
-(recreated empty if not); every subvolume's root directory exists.
+(a missing one is recreated from another snapshot's version of it when there
+is one, so the dirents they share stay where lookups find them).
 
 Directory structure: from each subvolume's root, in that subvolume's view, walk
-every directory. A directory named by two dirents keeps the first (the other
-dirent goes: no loops, no hard-linked directories). Every inode the view sees
-but the walk did not reach is reattached under /lost+found of that subvolume
-as "#<inum>" — or, when nothing links to it any more (nlink 0), deleted.
+every directory. A directory named by several dirents keeps the one its
+backpointer names (the others go: no loops, no hard-linked directories). Of
+what the walk did not reach, only the tops go to /lost+found of that subvolume
+as "#<inum>", with everything below them: a directory no lost directory names
+(dir_unreachable), one member of each loop of lost directories (dir_loop, the
+dirent closing the loop goes), and files no dirent names at all
+(inode_unreachable; deleted instead when their nlink is 0).
 
-Nlinks: a file's nlink equals the dirents naming it; a directory's is 2 plus
-its subdirectories (subvolume dirents count as subdirectories); a directory's
-(and a single-link file's) parent backpointer names the directory holding it.
+Nlinks: a file's nlink equals the dirents naming it (reachable or not); a
+directory's is 2 plus its subdirectories (subvolume dirents do not count, as in
+bcachefs); a directory's (and a single-link file's) parent backpointer names
+the directory holding it.
 """
 
 from __future__ import annotations
 
-import os
 import stat
 
 from ...errors import BfsError
@@ -25,8 +29,9 @@ from ...formats.ids import BtreeId, KeyType, SubvolumeFlags
 from ...fs import hashed
 from ...fs.filesystem import Filesystem, Where, dtype_of
 from ...fs.inode import Inode
+from ...keys import Key
 from ...snapshots.values import decode_subvolume
-from ..util import drop_inode_cache, inode_versions, loc, visible_set
+from ..util import Batch, drop_inode_cache, inode_versions, loc, visible_set
 
 D, INODES, SV = BtreeId.dirents, BtreeId.inodes, BtreeId.subvolumes
 LOST_FOUND = b"lost+found"
@@ -35,11 +40,19 @@ LOST_FOUND = b"lost+found"
 def run_root(ctx) -> None:
     bt = ctx.store.btrees
     fs = Filesystem(ctx.store)
-    subvols = {k.pos[1]: decode_subvolume(k) for k in bt.iter(SV)}
+    subvols = {}
+    for k in bt.iter(SV):
+        try:
+            subvols[k.pos[1]] = decode_subvolume(k)
+        except BfsError:
+            continue
     if ROOT_SUBVOL not in subvols:
         ctx.report("subvol_bad_snapshot", loc(SV, (0, ROOT_SUBVOL, 0)),
                    "the root subvolume is missing", can_fix=False)
         return
+    from .dirents_xattrs import recreate_dir
+
+    batch = Batch(ctx)
     for sv in subvols.values():
         if sv.flags & SubvolumeFlags.unlinked:
             continue
@@ -50,34 +63,48 @@ def run_root(ctx) -> None:
             continue
         name = "root_dir_missing" if sv.id == ROOT_SUBVOL else "subvol_root_missing"
         if ino is None:
-            if ctx.report(name, loc(INODES, (0, sv.inode, sv.snapshot)),
-                          f"subvolume {sv.id}: root directory inode {sv.inode} missing"):
-                _new_dir(fs, where, sv.id)
+            like = _other_version(bt, sv.inode)
+            how = ("recreated from its version in snapshot "
+                   f"{like.key_snapshot}" if like is not None else
+                   "recreated, its entries rehashed")
+            if ctx.act(name, loc(INODES, (0, sv.inode, sv.snapshot)),
+                       f"subvolume {sv.id}: root directory inode {sv.inode} missing; {how}"):
+                recreate_dir(ctx, batch, sv.inode, [sv.snapshot], like=like, subvol=sv.id,
+                             top=sv.id == ROOT_SUBVOL)
         elif not ino.is_dir:
-            if ctx.report("root_not_dir", loc(INODES, (0, sv.inode, sv.snapshot)),
-                          f"subvolume {sv.id}: root inode {sv.inode} is not a directory"):
-                _new_dir(fs, where, sv.id)
+            if ctx.act("root_not_dir", loc(INODES, (0, sv.inode, sv.snapshot)),
+                       f"subvolume {sv.id}: root inode {sv.inode} is not a directory "
+                       f"(mode {ino.mode:o}); made a directory again"):
+                recreate_dir(ctx, batch, sv.inode, [sv.snapshot], like=ino, subvol=sv.id)
+        batch.flush()
     drop_inode_cache(ctx)
 
 
-def _new_dir(fs, where: Where, subvol: int) -> None:
-    import time
+def _other_version(bt, inum: int) -> Inode | None:
+    """A directory version of inode `inum` in some snapshot (its hash seed still
+    places the dirents the snapshots share)."""
+    from ...fs.inode import decode_inode
 
-    sec, nsec = divmod(time.time_ns(), 1_000_000_000)
-    ino = Inode(where.inum, mode=stat.S_IFDIR | 0o755, nlink=2, atime_sec=sec, atime_nsec=nsec,
-                mtime_sec=sec, mtime_nsec=nsec, ctime_sec=sec, ctime_nsec=nsec, btime_sec=sec,
-                btime_nsec=nsec, hash_seed=int.from_bytes(os.urandom(8), "little"),
-                subvol=subvol, snapshot=where.snapshot)
-    t = fs.store.transaction()
-    t.update(INODES, ino.key(where.snapshot))
-    t.commit()
+    for k in bt.iter(INODES, (0, inum, 0), (0, inum, 0xFFFFFFFF)):
+        if k.type != KeyType.inode:
+            continue
+        try:
+            ino = decode_inode(k)
+        except BfsError:
+            continue
+        if ino.is_dir:
+            return ino
+    return None
 
 
 def run_structure(ctx) -> None:
     bt = ctx.store.btrees
     fs = Filesystem(ctx.store)
     for k in list(bt.iter(SV)):
-        sv = decode_subvolume(k)
+        try:
+            sv = decode_subvolume(k)
+        except BfsError:
+            continue
         if sv.flags & SubvolumeFlags.unlinked:
             continue
         for _round in range(8):
@@ -86,141 +113,246 @@ def run_structure(ctx) -> None:
             drop_inode_cache(ctx)
 
 
+class _Walk:
+    """What one walk of a subvolume's view found."""
+
+    def __init__(self):
+        self.dir_links: dict[int, list[tuple[int, Key]]] = {}  # dir -> dirents naming it
+        self.links: dict[int, list[tuple[int, Key]]] = {}      # file -> dirents naming it
+        self.subdirs: dict[int, int] = {}                      # dir -> subdirectories
+        self.reached: set[int] = set()                         # directories walked
+
+
+def _scan_dir(fs, w: _Walk, dnum: int, sv, snap: int, visible) -> list[int]:
+    """Record the entries of directory dnum; returns the directories it names."""
+    from ...fs.dirent import decode_dirent
+
+    count = 0
+    out = []
+    for k in hashed.iter_entries(fs.btrees, D, dnum, visible):
+        if k.type != KeyType.dirent:
+            continue
+        try:
+            d = decode_dirent(k.val)
+        except BfsError:
+            continue
+        if d.is_subvol:
+            continue   # not a subdirectory for nlink (a snapshot inherits it hidden)
+        try:
+            target = fs.get_inode(Where(sv.id, snap, d.target))
+        except BfsError:
+            target = None
+        if target is None:
+            continue   # the dirents pass reports (and repairs) dangling dirents
+        if target.is_dir:
+            w.dir_links.setdefault(d.target, []).append((dnum, k))
+            count += 1
+            out.append(d.target)
+        else:
+            w.links.setdefault(d.target, []).append((dnum, k))
+    w.subdirs[dnum] = count
+    return out
+
+
 def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
     """One walk of subvolume `sv`. Returns True if it changed something (walk again)."""
     snap = sv.snapshot
     visible = visible_set(ctx, snap)
     root = Where(sv.id, snap, sv.inode)
-    root_ino = fs.get_inode(root)
+    try:
+        root_ino = fs.get_inode(root)
+    except BfsError:
+        return False
     if root_ino is None or not root_ino.is_dir:
         return False
-    links: dict[int, int] = {}
-    parent_of: dict[int, tuple[int, int]] = {sv.inode: (0, 0)}   # dir -> (parent dir, slot)
-    subdirs: dict[int, int] = {}
-    first_link: dict[int, tuple[int, int]] = {}
-    changed = False
+    w = _Walk()
     queue = [sv.inode]
-    t = None
     while queue:
         dnum = queue.pop()
-        count = 0
-        for k in list(hashed.iter_entries(fs.btrees, D, dnum, visible)):
-            if k.type != KeyType.dirent:
-                continue
-            try:
-                from ...fs.dirent import decode_dirent
-
-                d = decode_dirent(k.val)
-            except BfsError:
-                continue
-            if d.is_subvol:
-                count += 1
-                continue
-            target = fs.get_inode(Where(sv.id, snap, d.target))
-            if target is None:
-                continue   # the dirents pass reports (and repairs) dangling dirents
-            if target.is_dir:
-                if d.target in parent_of:
-                    if ctx.report("dir_multiple_links", loc(D, k.pos),
-                                  f"directory {d.target} already named elsewhere; this dirent "
-                                  "goes"):
-                        t = t or fs.store.transaction()
-                        hashed.delete(t, D, k, snap, visible)
-                        changed = True
-                    continue
-                parent_of[d.target] = (dnum, k.pos[1])
-                count += 1
-                queue.append(d.target)
-            else:
-                links[d.target] = links.get(d.target, 0) + 1
-                first_link.setdefault(d.target, (dnum, k.pos[1]))
-        subdirs[dnum] = count
-    if t is not None:
-        t.commit()
-        return True
+        if dnum in w.reached:
+            continue
+        w.reached.add(dnum)
+        queue.extend(c for c in _scan_dir(fs, w, dnum, sv, snap, visible) if c not in w.reached)
     versions = inode_versions(ctx)
-    lost: list[tuple[int, Inode]] = []
-    fixes = fs.store.transaction() if ctx.writable else None
-    for inum, vers in versions.items():
-        ino = None
-        for s, i in vers:
+
+    def seen(inum: int) -> Inode | None:
+        for s, i in versions.get(inum, ()):
             if s in visible:
-                ino = i
-                break
+                return i
+        return None
+
+    # a directory named by several dirents keeps the one its backpointer names
+    extra = []
+    for dnum, named in sorted(w.dir_links.items()):
+        ino = seen(dnum)
+        if dnum == sv.inode:
+            keep = None   # the root is named by nothing in its own view
+        else:
+            keep = next((x for x in named if ino is not None
+                         and (x[0], x[1].pos[1]) == (ino.dir, ino.dir_offset)), named[0])
+        for x in named:
+            if x is not keep:
+                extra.append((dnum, x))
+    if extra:
+        t = fs.store.transaction() if ctx.writable else None
+        for dnum, x in extra:
+            parent, k = x
+            if ctx.report("dir_multiple_links", loc(D, k.pos),
+                          f"directory {dnum} is named elsewhere too; this dirent goes"):
+                hashed.delete(t, D, k, snap, visible)
+            # judge the rest as if it went
+            w.dir_links[dnum].remove(x)
+            w.subdirs[parent] -= 1
+        if t is not None and t.nr_updates:
+            t.commit()
+            return True
+    # what the walk did not reach: directories (with what hangs below them), files
+    lost_dirs = {}
+    for inum in versions:
+        ino = seen(inum)
+        if ino is None or not ino.is_dir or inum in w.reached or inum == sv.inode:
+            continue
+        if _foreign_root(fs, inum, sv):
+            continue
+        lost_dirs[inum] = ino
+    lw = _Walk()
+    for dnum in lost_dirs:
+        _scan_dir(fs, lw, dnum, sv, snap, visible)
+    parent_in_lost = {c: named[0] for c, named in lw.dir_links.items() if c in lost_dirs}
+    lost: list[tuple[int, Inode | None]] = []
+    cut: list[Key] = []
+    for inum, ino in sorted(lost_dirs.items()):
+        where_k = loc(INODES, (0, inum, snap))
+        if inum not in parent_in_lost:
+            if ctx.report("dir_unreachable", where_k,
+                          f"directory {inum} is not reachable from the root of subvolume "
+                          f"{sv.id}; moved to /lost+found"):
+                lost.append((inum, ino))
+            continue
+        # is it on a cycle? follow its parents among the lost directories
+        path = [inum]
+        cur = parent_in_lost[inum][0]
+        while cur in parent_in_lost and cur not in path and cur != inum:
+            path.append(cur)
+            cur = parent_in_lost[cur][0]
+        if cur == inum and inum == min(path):
+            parent, k = parent_in_lost[inum]
+            if ctx.report("dir_loop", where_k,
+                          f"directories {' -> '.join(map(str, reversed(path)))} -> {path[-1]} form "
+                          "a loop cut off from the root; the dirent naming "
+                          f"{inum} in {parent} goes, {inum} is moved to /lost+found"):
+                cut.append(k)
+                lost.append((inum, ino))
+    named_in_lost = set(lw.links)
+    fixes = Batch(ctx)
+    for inum in versions:
+        ino = seen(inum)
         if ino is None:
             continue
+        ino = _Lazy(ino)   # copied before the first change: the cache is shared
         where_k = loc(INODES, (0, inum, snap))
         if ino.is_dir:
-            if inum not in parent_of:
-                if inum == sv.inode:
-                    continue
-                if _foreign_root(fs, inum, sv):
-                    continue
-                if ctx.report("dir_unreachable", where_k,
-                              f"directory {inum} is not reachable from the root of subvolume "
-                              f"{sv.id}; moving it to /lost+found"):
-                    lost.append((inum, ino))
+            if inum not in w.reached:
                 continue
-            want = 2 + subdirs.get(inum, 0)
-            pdir, pslot = parent_of[inum]
+            want = 2 + w.subdirs.get(inum, 0)
             fix = False
             if ino.nlink != want:
-                if ctx.report("nlink_wrong", where_k, f"directory nlink {ino.nlink}, should be "
-                              f"{want}"):
+                if ctx.act("nlink_wrong", where_k, f"directory nlink {ino.nlink}, should be "
+                           f"{want}"):
                     ino.nlink = want
                     fix = True
-            if inum != sv.inode and (ino.dir, ino.dir_offset) != (pdir, pslot):
-                if ctx.report("inode_dir_backpointer_wrong", where_k,
-                              f"parent {ino.dir}:{ino.dir_offset}, should be {pdir}:{pslot}"):
-                    ino.dir, ino.dir_offset = pdir, pslot
-                    fix = True
+            if inum != sv.inode and inum in w.dir_links:
+                parent, k = _kept(w.dir_links[inum], ino)
+                if (ino.dir, ino.dir_offset) != (parent, k.pos[1]):
+                    if ctx.act("inode_dir_backpointer_wrong", where_k,
+                               f"parent {ino.dir}:{ino.dir_offset}, should be "
+                               f"{parent}:{k.pos[1]}"):
+                        ino.dir, ino.dir_offset = parent, k.pos[1]
+                        fix = True
             if fix:
-                fixes.update(INODES, ino.key(snap))
+                fixes.t().update(INODES, ino.key(snap))
             continue
-        n = links.get(inum, 0)
+        named = w.links.get(inum, []) + lw.links.get(inum, [])
+        n = len(named)
         if n == 0:
             if ino.nlink == 0:
                 if ctx.report("inode_unlinked_unreferenced", where_k,
-                              f"inode {inum} has no links; deleting it"):
+                              f"inode {inum} has no links and no dirent; deleted"):
                     lost.append((inum, None))
             elif ctx.report("inode_unreachable", where_k,
-                            f"inode {inum} ({stat.filemode(ino.mode)}) has no dirent; moving "
-                            "it to /lost+found"):
-                lost.append((inum, ino))
+                            f"inode {inum} ({stat.filemode(ino.mode)}) has no dirent; moved to "
+                            "/lost+found"):
+                lost.append((inum, ino._ino))
             continue
         fix = False
         if ino.nlink != n:
-            if ctx.report("nlink_wrong", where_k, f"nlink {ino.nlink}, {n} dirents name it"):
+            if ctx.act("nlink_wrong", where_k, f"nlink {ino.nlink}, {n} dirents name it"):
                 ino.nlink = n
                 fix = True
-        if n == 1 and (ino.dir, ino.dir_offset) != first_link[inum]:
-            if ctx.report("inode_dir_backpointer_wrong", where_k,
-                          f"parent {ino.dir}:{ino.dir_offset}, should be "
-                          f"{first_link[inum][0]}:{first_link[inum][1]}"):
-                ino.dir, ino.dir_offset = first_link[inum]
-                fix = True
+        if n == 1 and inum not in named_in_lost:
+            parent, k = named[0]
+            if (ino.dir, ino.dir_offset) != (parent, k.pos[1]):
+                if ctx.act("inode_dir_backpointer_wrong", where_k,
+                           f"parent {ino.dir}:{ino.dir_offset}, should be {parent}:{k.pos[1]}"):
+                    ino.dir, ino.dir_offset = parent, k.pos[1]
+                    fix = True
         if fix:
-            fixes.update(INODES, ino.key(snap))
-    if fixes is not None and fixes.nr_updates:
-        fixes.commit()
-        changed = True
-    if lost and ctx.writable:
+            fixes.t().update(INODES, ino.key(snap))
+    changed = fixes.trans is not None and ctx.writable
+    fixes.flush()
+    if (lost or cut) and ctx.writable:
+        if cut:
+            t = fs.store.transaction()
+            for k in cut:
+                hashed.delete(t, D, k, snap, visible)
+            t.commit()
         _reattach(fs, sv, snap, lost)
         changed = True
     return changed
+
+
+class _Lazy:
+    """An inode from the shared cache, copied on the first attribute set."""
+
+    __slots__ = ("_ino", "_own")
+
+    def __init__(self, ino: Inode):
+        object.__setattr__(self, "_ino", ino)
+        object.__setattr__(self, "_own", False)
+
+    def __getattr__(self, name):
+        return getattr(self._ino, name)
+
+    def __setattr__(self, name, value):
+        if not self._own:
+            object.__setattr__(self, "_ino", self._ino.copy())
+            object.__setattr__(self, "_own", True)
+        setattr(self._ino, name, value)
+
+
+def _kept(named, ino) -> tuple[int, Key]:
+    for parent, k in named:
+        if (parent, k.pos[1]) == (ino.dir, ino.dir_offset):
+            return parent, k
+    return named[0]
 
 
 def _foreign_root(fs, inum: int, sv) -> bool:
     """Is inum the root of another subvolume seen through this view? (A snapshot's
     root shares its inode number with the source's root.)"""
     for k in fs.btrees.iter(SV):
-        other = decode_subvolume(k)
+        try:
+            other = decode_subvolume(k)
+        except BfsError:
+            continue
         if other.inode == inum and other.id != sv.id:
             return True
     return False
 
 
 def _reattach(fs: Filesystem, sv, snap: int, lost) -> None:
+    if not lost:
+        return
     root = Where(sv.id, snap, sv.inode)
     root_ino = fs.inode(root)
     lf = fs.lookup(root, root_ino, LOST_FOUND)
@@ -237,6 +369,8 @@ def _reattach(fs: Filesystem, sv, snap: int, lost) -> None:
             continue
         lf_ino = fs.inode(lf_where, t)
         name = f"#{inum}".encode()
+        if fs.lookup(lf_where, lf_ino, name, t) is not None:
+            name = f"#{inum}.{snap}".encode()
         slot = fs._add_dirent(t, lf_where, lf_ino, name, inum, dtype_of(ino.mode))
         ino = fs.inode(where, t)
         ino.dir, ino.dir_offset = lf_where.inum, slot
@@ -245,4 +379,3 @@ def _reattach(fs: Filesystem, sv, snap: int, lost) -> None:
         fs.put_inode(t, where, ino)
         fs._touch_dir(t, lf_where, lf_ino, 1 if ino.is_dir else 0)
         t.commit()
-

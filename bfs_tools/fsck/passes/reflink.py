@@ -46,11 +46,11 @@ def run(ctx) -> None:
         refs = len(heap)
         have = refcount_of(v)
         if refs == 0:
-            if ctx.report("reflink_v_unreferenced", loc(R, v.pos),
+            if ctx.act("reflink_v_unreferenced", loc(R, v.pos),
                           f"refcount {have} but nothing refers to it"):
                 batch.t().delete(R, v.pos)
         elif refs != have:
-            if ctx.report("reflink_refcount_wrong", loc(R, v.pos),
+            if ctx.act("reflink_refcount_wrong", loc(R, v.pos),
                           f"refcount {have}, references {refs}"):
                 batch.t().update(R, with_refcount(v, refs))
     batch.flush()
@@ -60,7 +60,7 @@ def run(ctx) -> None:
     for _start, _end, k in ptrs:
         p = decode_reflink_p(k.val)
         if not _backed(covered, p.idx, p.idx + k.size):
-            if ctx.report("reflink_p_to_missing", loc(E, k.pos),
+            if ctx.act("reflink_p_to_missing", loc(E, k.pos),
                           f"indexes {p.idx}..{p.idx + k.size} not all present; the data is lost"):
                 batch.t().update(E, Key(k.pos, KeyType.error, b"", size=k.size))
     batch.flush()

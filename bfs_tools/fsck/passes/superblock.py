@@ -18,7 +18,10 @@ def run(ctx) -> None:
             continue
         name = "sb_primary_bad" if c.offset == SB_OFFSET else "sb_backup_bad"
         ctx.report(name, f"superblock copy at byte {c.offset}", c.status)
-    layout = read_layout_record(store.dev)
+    # as found before a writable open rewrote it (runner.open_for_check)
+    layout = getattr(store, "check_layout", None)
+    if layout is None and not hasattr(store, "check_layout"):
+        layout = read_layout_record(store.dev)
     if layout != [o for o in store.sb.offsets if o]:
         ctx.report("sb_layout_bad", "layout record at byte 3584",
                    "missing or damaged" if layout is None else
