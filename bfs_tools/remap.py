@@ -313,6 +313,8 @@ class Remapper:
             self.fs.check_writable(dst, self.trans)
         length = self.check_request(src, src_inode, src_off, dst, dst_inode, dst_off, length,
                                     what=what, to_eof=to_eof)
+        if length == 0 and not to_eof:
+            return 0                    # nothing to share (the source range is empty)
         blen = _round_up(length, self.block)
         a, b = src_off // SECTOR, (src_off + blen) // SECTOR
         d = dst_off // SECTOR
