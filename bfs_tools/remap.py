@@ -175,51 +175,71 @@ class Remapper:
             keys.append(k)
             if k.type != KeyType.reflink_p:
                 need += min(k.end, end) - max(k.start, start)
-        # refuse (refcount overflow, no index space) before anything is written
-        old = [self._reference(Segment(max(k.start, start), min(k.end, end),
-                               decode_reflink_p(k.val).idx + max(k.start, start) - k.start,
-                               False))
-               for k in keys if k.type == KeyType.reflink_p]
+        # pieces of existing reflink_p, merged where contiguous in the file and in
+        # the index space; refuse (refcount overflow, no index space) before
+        # anything is written
+        old: list[Segment] = []
+        for k in keys:
+            if k.type == KeyType.reflink_p:
+                s, e = max(k.start, start), min(k.end, end)
+                i = decode_reflink_p(k.val).idx + s - k.start
+                if old and old[-1].end == s and old[-1].idx + s - old[-1].start == i:
+                    old[-1].end = e
+                else:
+                    old.append(Segment(s, e, i, False))
+        for seg in old:
+            self._reference(seg)
         idx = self._alloc_idx(need) if need else 0
         segs: list[Segment] = []
-        converted: list[Key] = []
+        converted: list[tuple[Key, Segment]] = []
+        whole = True        # every converted key lies inside [start, end)
+        j = 0
         for k in keys:
             s, e = max(k.start, start), min(k.end, end)
             if k.type == KeyType.reflink_p:
-                segs.append(old.pop(0))
+                while old[j].end <= s:
+                    j += 1
+                if not segs or segs[-1] is not old[j]:
+                    segs.append(old[j])
             elif k.type in (KeyType.extent, KeyType.inline_data):
-                piece = k if (s, e) == (k.start, k.end) else cut(k, s, e)
+                if (s, e) == (k.start, k.end):
+                    piece = k
+                else:
+                    piece, whole = cut(k, s, e), False
                 vtype = KeyType.reflink_v if k.type == KeyType.extent else \
                     KeyType.indirect_inline_data
                 t.update(R, Key((0, idx + e - s, 0), vtype, _ZERO_REFS + piece.val, size=e - s))
-                segs.append(Segment(s, e, idx, True))
-                converted.append(k)
+                seg = Segment(s, e, idx, True)
+                segs.append(seg)
+                converted.append((k, seg))
                 idx += e - s
         if converted:
             ro = self._read_only.get(src.subvol)
             if ro is None:
                 ro = self._read_only[src.subvol] = fs.subvolume(src.subvol, t).read_only
             if not ro:
-                self._convert_source(src, visible, segs, converted)
+                self._convert_source(src, visible, segs, converted, whole)
         return segs
 
-    def _convert_source(self, src, visible, segs: list[Segment], converted: list[Key]) -> None:
-        """Rewrite the new segments of the source as reflink_p at its snapshot."""
+    def _convert_source(self, src, visible, segs: list[Segment],
+                        converted: list[tuple[Key, Segment]], whole: bool) -> None:
+        """Rewrite the new segments of the source as reflink_p at its snapshot.
+        whole: no converted key sticks out of the range being shared."""
         t = self.trans
         snap = src.snapshot
-        runs = _runs([s for s in segs if s.new])
-        # fast path: every converted key is the source's own and lies inside a run
-        own = all(k.pos[2] == snap for k in converted) and all(
-            any(r[0].start <= k.start and k.end <= r[-1].end for r in runs) for k in converted)
-        if own:
-            for k in converted:
-                t.delete(E, k.pos)
-            for run in runs:
-                for pk in self._p_keys(src.inum, snap, run, 0):
-                    t.update(E, pk)
+        if whole and all(k.pos[2] == snap for k, _seg in converted):
+            # the keys are the source snapshot's own: each becomes, in place, a
+            # reflink_p over exactly its range (a key of the source's snapshot
+            # coincides with any ancestor key it hides, so the snapshot
+            # invariant of the extents btree holds; the snapshot is a leaf)
+            for k, seg in converted:
+                t.update(E, reflink_p_key(k.pos, k.size, ReflinkP(seg.idx, 0, 0)))
             return
+        # keys of ancestor snapshots, or cut: replace_range writes the reflink_p at
+        # the source's snapshot, cut where ancestor keys begin and end, and leaves
+        # the ancestors' keys (which other snapshots see) as they are
         delta = 0
-        for run in runs:
+        for run in _runs([s for s in segs if s.new]):
             pkeys = self._p_keys(src.inum, snap, run, 0)
             delta += replace_range(t, src.inum, snap, run[0].start, run[-1].end, pkeys, visible)
         if delta:   # extent and reflink_p sectors count alike: should not happen
