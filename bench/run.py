@@ -166,6 +166,14 @@ def reflink(work: Path, runs: int) -> list[Row]:
     return reflink_bench.run(work, runs, Row, Timing, run_once)
 
 
+@bench
+def engine(work: Path, runs: int) -> list[Row]:
+    sys.path.insert(0, str(HERE))
+    import engine_bench
+
+    return engine_bench.run(work, runs, Row, Timing)
+
+
 def render(rows: list[Row]) -> str:
     out = ["| benchmark | bfs (median) | peer | peer (median) | ratio bfs/peer | bfs peak RSS | notes |",
            "|---|---:|---|---:|---:|---:|---|"]

@@ -159,6 +159,10 @@ class Store(JournalOwner):
             base = sb.clean.journal_seq if sb.clean else 0
             plan = plan_replay(scan, base_seq=base, reserved=sb.journal_seq_reserved,
                                blacklist=self.blacklist)
+            for err_id, msg in plan.problems:   # damage no crash can cause
+                if strict_journal:
+                    raise CorruptionError(f"{self.dev.name}: {msg}; run bfs check", err_id)
+                self.journal_problems.append(msg)
             if plan.missing:
                 msg = (f"journal entries missing for seqs {plan.missing[0]}.."
                        f"{plan.missing[-1]} ({len(plan.missing)} entries)")
@@ -314,6 +318,24 @@ class Store(JournalOwner):
         finally:
             self._writing = False
 
+    def prepare_unjournalled(self) -> None:
+        """Called before a transaction's updates go to btree nodes without the
+        journal (Transaction.commit with journal=False).
+
+        Fix (lost unjournalled updates): replay applies journalled keys over
+        the btree nodes, so a journalled update older than an unjournalled
+        update of the same position came back after a crash (K=1 journalled,
+        K=2 unjournalled, commit, crash: K read 1). Writing every dirty node
+        and forgetting the open journal entry (whose updates those nodes now
+        hold) puts the next flush entry's last_seq after every older key.
+        Node moves stay queued (applied after the transaction, as usual)."""
+        j = self.journal
+        if not self.btrees.has_dirty() and not j.entries:
+            return
+        self.journal_reserve(j.seq)
+        self.btrees.write_dirty(j.seq, flush_moves=False)
+        j.drop_open_entry()
+
     def root_entries(self) -> list[tuple[int, int, Key]]:
         out = []
         for btree_id in sorted(self.btrees.roots):
@@ -336,12 +358,19 @@ class Store(JournalOwner):
                 self.journal_reserve(self.journal.seq)
                 bt.write_dirty(self.journal.seq, only_required=True)
                 need = self.journal.flush_entry_size(len(bt.roots))
-                if self.journal.ensure_room(need, may_reclaim=False) and not bt.moves:
-                    break
+                if self.journal.ensure_room(need, may_reclaim=False, flush=True) \
+                        and not bt.moves:
+                    # Fix (journal deadlock, see Journal.room): a flush entry
+                    # that would keep more than half of the ring needed waits
+                    # for the dirty nodes to be written (its last_seq is then
+                    # its own seq), so the next flush entry always finds room.
+                    if self.journal.flush_span(need) <= max(1, len(self.journal.buckets) // 2):
+                        break
                 self.journal_reclaim()
             else:
                 raise FormatError("commit did not converge (internal error)")
             self.journal.write_entry(flush=True, roots=self.root_entries())
+            bt.fresh.clear()   # the nodes written so far are committed now
         finally:
             self._writing = False
         for bucket in self.allocator.on_commit():

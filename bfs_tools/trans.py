@@ -215,9 +215,17 @@ class Transaction:
                 fn()
             return
         jrnl = store.journal
+        sizes = [HEADER_SIZE + len(k.val) for p in self.updates.values() for k in p.values()]
+        size = sum(sizes)
         if journal is None:
-            size = sum(HEADER_SIZE + len(k.val) for p in self.updates.values() for k in p.values())
             journal = size <= store.journal_capacity() // 4
+        # Fix (journal deadlock, see Journal.room): journal only what surely
+        # fits before the bucket kept for the next flush entry.
+        if journal and (max(sizes) > jrnl.max_size // 2
+                        or size + 16 * len(self.updates) > jrnl.room()):
+            journal = False
+        if not journal:
+            store.prepare_unjournalled()   # fix: older journal keys must not replay over these
         seq = jrnl.seq
         jrnl.trans_start = seq
         try:

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from ..errors import CorruptionError, FormatError
-from ..formats.constants import SECTOR_SIZE
+from ..formats.constants import BTREE_MAX_DEPTH, SECTOR_SIZE
 from ..formats.fsck_errors import BY_NAME as ERR
 from ..formats.ids import BtreeId
 from ..keys import HEADER_SIZE, POS_MAX, POS_MIN, Key, Pos, deleted_key, fmt_pos, pos_pred, pos_succ
@@ -33,9 +33,9 @@ from .node import (
     new_node_seq,
     parse_node,
 )
-from .ptr import decode_ptr, make_ptr_key, ptr_min_key
+from .ptr import PtrValue, decode_ptr, make_ptr_key, ptr_min_key
 
-PTR_KEY_BYTES = HEADER_SIZE + 40
+PTR_KEY_BYTES = HEADER_SIZE + PtrValue.SIZE
 
 
 class NodeSpace:
@@ -72,6 +72,9 @@ class Btrees:
         self.cache_nodes = cache_nodes
         self.read_only = not dev.writable
         self.moves: list = []   # node moves not yet passed to space.apply_moves
+        # node slots allocated since the last commit point (Store.commit clears
+        # it): nothing committed references them, so they may be rewritten in place
+        self.fresh: set[int] = set()
         self.lenient = False    # check: keep damaged nodes' keys, record problems
         self.nodes_read = 0
         self.nodes_written = 0
@@ -100,8 +103,13 @@ class Btrees:
     def read_node(self, ptr_key: Key, btree_id: int, level: int, min_key: Pos,
                   max_key: Pos) -> Node:
         p = decode_ptr(ptr_key)
+        # the key range says which part of the btree is damaged
         where = (f"btree {BtreeId(btree_id).name if btree_id in iter(BtreeId) else btree_id} "
-                 f"level {level} node at sector {p.sector}")
+                 f"level {level} node [{fmt_pos(min_key)}, {fmt_pos(max_key)}] at sector "
+                 f"{p.sector}")
+        if level > BTREE_MAX_DEPTH:
+            raise CorruptionError(f"{where}: level {level} exceeds the maximum depth "
+                                  f"{BTREE_MAX_DEPTH}", ERR["btree_node_bad_level"].id)
         if p.level != level:
             raise CorruptionError(f"{where}: pointer says level {p.level}, expected {level}",
                                   ERR["btree_node_bad_level"].id)
@@ -132,8 +140,7 @@ class Btrees:
         node.node_seq = parsed.node_seq
         node.written = parsed.written
         node.bsets = parsed.bsets
-        node.needs_rewrite = (parsed.skipped_bsets > 0 or bool(parsed.problems)
-                              or parsed.rewrite)
+        node.needs_rewrite = parsed.skipped_bsets > 0 or bool(parsed.problems)
         node.problems = parsed.problems or None
         if node.needs_rewrite and not self.read_only:
             self.dirty.add(node)
@@ -144,6 +151,10 @@ class Btrees:
     def _check_children_cover(self, node: Node, where: str) -> None:
         expect = node.min_key
         for k in node.keys:
+            if len(k.val) != PtrValue.SIZE:
+                # a bare FormatError from the record codec would not say where
+                raise CorruptionError(f"{where}: btree_ptr at {fmt_pos(k.pos)} has a "
+                                      f"{len(k.val)}-byte value", ERR["key_bad_value"].id)
             if ptr_min_key(decode_ptr(k)) != expect:
                 raise CorruptionError(f"{where}: child ranges not contiguous at {fmt_pos(k.pos)}",
                                       ERR["btree_node_bad_range"].id)
@@ -530,7 +541,18 @@ class Btrees:
                 return
         # copy-on-write: a fresh node with every key in one bset
         old = (node.sector, node.gen) if node.sector is not None else None
-        sector, gen = self.space.allocate_node(node.btree_id)
+        if node.sector is not None and node.sector in self.fresh:
+            # Fix (btree writes that did not converge): a slot allocated since
+            # the last commit is referenced by no commit, so it is rewritten in
+            # place (new node_seq: its old bsets are stale) instead of moving
+            # again. Each move changes alloc keys, so a full alloc leaf (or any
+            # node when btree_node_size == block_size, where nothing can be
+            # appended) dirtied itself forever: format with --btree-node-size
+            # equal to the block size always failed.
+            sector, gen = node.sector, node.gen
+        else:
+            sector, gen = self.space.allocate_node(node.btree_id)
+            self.fresh.add(sector)
         node.node_seq = new_node_seq()
         raw = encode_full(node, self.magic64, self.csum_type, bs, seq)
         self.dev.write(sector * SECTOR_SIZE, raw)
@@ -542,7 +564,8 @@ class Btrees:
             idx = bisect_left(parent.positions, node.max_key)
             self._set_child_key(parent, idx, make_ptr_key(
                 node.max_key, node.min_key, sector, node.node_seq, gen, node.level))
-        self.moves.append((node.btree_id, node.level, old, (sector, gen)))
+        if old != (sector, gen):
+            self.moves.append((node.btree_id, node.level, old, (sector, gen)))
 
     def _clean(self, node: Node) -> None:
         node.dirty = None

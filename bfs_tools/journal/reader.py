@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptionError
 from ..formats.fsck_errors import BY_NAME as ERR
-from ..formats.ids import JsetEntryType
+from ..formats.ids import JsetEntryType, JsetFlags
 from ..keys import Key, decode_keys
 from .blacklist import Blacklist
-from .entries import Jset, try_decode_jset
+from .entries import Jset, JsetHeader, try_decode_jset
 
 
 @dataclass
@@ -20,6 +20,9 @@ class JournalScan:
     jsets: list[Jset] = field(default_factory=list)       # every valid entry found
     damaged: list[str] = field(default_factory=list)      # entries with valid magic but bad
     max_seq: int = 0                                      # highest seq seen (valid ones)
+    nbuckets: int = 0                                     # ring buckets scanned
+    # (seq, flags) from the header of each damaged entry whose header was readable
+    damaged_headers: list[tuple[int, int]] = field(default_factory=list)
 
     def bucket_ranges(self, nbuckets: int) -> tuple[list[int], list[int], int, int]:
         """Per ring bucket (lowest, highest) seq; plus the index and end offset of
@@ -38,7 +41,7 @@ class JournalScan:
 
 def scan_journal(dev, *, buckets: list[int], bucket_size: int, block_size: int, magic64: int,
                  csum_type: int) -> JournalScan:
-    scan = JournalScan()
+    scan = JournalScan(nbuckets=len(buckets))
     for idx, bucket in enumerate(buckets):
         start = bucket * bucket_size
         if start + bucket_size > dev.size:
@@ -51,6 +54,8 @@ def scan_journal(dev, *, buckets: list[int], bucket_size: int, block_size: int, 
             if jset is None:
                 if reason:
                     scan.damaged.append(f"journal bucket {bucket}: {reason}")
+                    h = JsetHeader.unpack(buf, offset)
+                    scan.damaged_headers.append((h.seq, h.flags))
                 offset += block_size
                 continue
             jset.ring_idx = idx
@@ -69,6 +74,8 @@ class ReplayPlan:
     roots: list[tuple[int, int, Key]]        # from the flush entry
     missing: list[int]                       # seqs absent from the replay range
     new_blacklist: tuple[int, int] | None    # seqs to blacklist now
+    # damage that is not a crash's (a torn write cannot produce it): (fsck error id, message)
+    problems: list[tuple[int, str]] = field(default_factory=list)
 
 
 def plan_replay(scan: JournalScan, *, base_seq: int, reserved: int,
@@ -79,7 +86,24 @@ def plan_replay(scan: JournalScan, *, base_seq: int, reserved: int,
     to it are already in the btree nodes). reserved: the highest seq that may
     have been handed out (superblock reservation).
     """
-    usable = [j for j in scan.jsets if j.seq not in blacklist]
+    problems: list[tuple[int, str]] = []
+    backwards = ERR["journal_seq_backwards"].id
+    usable = []
+    for j in scan.jsets:
+        if j.seq in blacklist:
+            continue
+        if j.last_seq > j.seq and j.seq > base_seq:
+            # Fix (seq going backwards went unnoticed): checksummed, so not torn
+            problems.append((backwards, f"journal entry seq {j.seq}: last_seq {j.last_seq} is "
+                                        "after its own seq"))
+            continue
+        if usable and usable[-1].seq == j.seq and j.seq > base_seq and (
+                usable[-1].last_seq, usable[-1].flags, usable[-1].entries) != (
+                j.last_seq, j.flags, j.entries):
+            problems.append((backwards, f"journal seq {j.seq} written twice with different "
+                                        "contents (seqs are never reused)"))
+            continue
+        usable.append(j)
     flushes = [j for j in usable if j.is_flush and j.seq > base_seq]
     flush = max(flushes, key=lambda j: j.seq) if flushes else None
     top = flush.seq if flush is not None else base_seq
@@ -96,6 +120,25 @@ def plan_replay(scan: JournalScan, *, base_seq: int, reserved: int,
                 entries.append(by_seq[seq])
             elif seq not in blacklist and seq > base_seq:
                 missing.append(seq)
+        # Fix (seq going backwards went unnoticed): the entries to replay were
+        # written one after the other around the ring, and the ring never
+        # wraps over entries still needed; so their places, from the first
+        # one's bucket on, must increase with their seqs. Otherwise seqs were
+        # rewritten and replay would apply updates in the wrong order.
+        n = scan.nbuckets
+        if n and entries:
+            first = entries[0].ring_idx
+
+            def place(j: Jset) -> tuple[int, int]:
+                return ((j.ring_idx - first) % n, j.offset)
+
+            for a, b in zip(entries, entries[1:], strict=False):
+                if place(b) <= place(a):
+                    problems.append((backwards, (
+                        f"journal seq {b.seq} (bucket index {b.ring_idx} +{b.offset}) lies "
+                        f"before seq {a.seq} (bucket index {a.ring_idx} +{a.offset}) in the "
+                        "ring")))
+                    break
         for e in flush.entries:
             if e.type == JsetEntryType.btree_root:
                 keys = decode_keys(e.payload, what="journal btree_root entry")
@@ -103,6 +146,16 @@ def plan_replay(scan: JournalScan, *, base_seq: int, reserved: int,
                     raise CorruptionError("journal btree_root entry without exactly one key",
                                           ERR["journal_key_bad"].id)
                 roots.append((e.btree_id, e.level, keys[0]))
+    # Fix (a damaged commit point was silently skipped): a flush entry that a
+    # crash tore is the last thing written before the crash; if an entry with
+    # a higher seq is intact, this flush entry was durable and its commit is
+    # lost, not rolled back.
+    for seq, flags in scan.damaged_headers:
+        if (flags & JsetFlags.flush and seq > top and seq not in blacklist
+                and any(j.seq > seq for j in usable)):
+            problems.append((ERR["journal_entries_missing"].id, (
+                f"journal flush entry seq {seq} is damaged but newer entries exist: a "
+                "commit point is lost")))
     high = max(reserved, scan.max_seq)
     new_bl = (top + 1, high) if high > top else None
-    return ReplayPlan(flush, entries, roots, missing, new_bl)
+    return ReplayPlan(flush, entries, roots, missing, new_bl, problems)

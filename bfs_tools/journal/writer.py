@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import time
 
+from ..codec import record
 from ..errors import FormatError
 from ..formats.ids import JsetEntryType, JsetFlags
 from ..keys import HEADER_SIZE, Key
 from .entries import Datetime, EntryHeader, JsetHeader, encode_jset, entry, keys_entry, root_entry
+
+_PTR_VALUE_SIZE = record("BtreePtrValue").SIZE
 
 
 class JournalOwner:
@@ -107,13 +110,64 @@ class Journal:
             candidates.append(self.trans_start)
         return min(candidates)
 
-    def _reclaimable(self, idx: int) -> bool:
+    def _in_flush_range(self, idx: int) -> bool:
+        """Does ring bucket `idx` hold entries the last flush entry replays?"""
         lo, hi = self.bucket_lo[idx], self.bucket_hi[idx]
-        if hi == 0:
+        return hi != 0 and lo <= self.flushed_seq and hi >= self.needed_from
+
+    def _reclaimable(self, idx: int) -> bool:
+        if self.bucket_hi[idx] == 0:
             return True
-        if lo <= self.flushed_seq and hi >= self.needed_from:
+        if self._in_flush_range(idx):
             return False  # holds entries the last flush entry replays
-        return hi < self.min_needed()
+        return self.bucket_hi[idx] < self.min_needed()
+
+    # Fix (journal deadlock): only a flush entry moves `needed_from` forward,
+    # so the ring must always keep a bucket where the next flush entry can go.
+    #  * Non-flush entries never move into the last bucket before the ones the
+    #    last flush entry needs (`_is_reserve`); transactions that do not fit
+    #    in the room left (`room`) are applied unjournalled instead.
+    #  * A commit whose flush entry would keep more than half of the ring
+    #    needed (`flush_span`) first writes the dirty btree nodes, so its
+    #    last_seq is its own seq (Store.commit).
+    # Before, a run of small commits with a leaf pinned by an old seq filled
+    # the ring with flush entries that all needed that seq: the next commit
+    # found no room and "did not converge".
+
+    def _is_reserve(self, idx: int) -> bool:
+        """Is `idx` the bucket kept free for the next flush entry?"""
+        return self._in_flush_range((idx + 1) % len(self.buckets))
+
+    def room(self) -> int:
+        """Bytes of keys (each key at most max_size // 2) that non-flush entries
+        can still take before the next flush entry, at worst.
+
+        A written entry that was not the last holds more than max_size // 2
+        bytes (it was written because the next key did not fit) and takes at
+        most a bucket; so each usable free bucket ahead takes at least
+        max_size // 2 bytes, whatever the padding and bucket tails. The open
+        entry is written first."""
+        n = len(self.buckets)
+        if not any(self._in_flush_range(i) for i in range(n)):
+            return 1 << 62   # nothing pinned by a flush entry: the ring cycles freely
+        usable = 0
+        idx = self.idx
+        for _ in range(n - 1):
+            idx = (idx + 1) % n
+            if self._in_flush_range(idx) or self._is_reserve(idx):
+                break
+            usable += 1
+        return max(0, usable * (self.max_size // 2 - EntryHeader.SIZE - JsetHeader.SIZE)
+                   - self.size)
+
+    def flush_span(self, length: int) -> int:
+        """Ring buckets holding entries a flush entry of `length` bytes, written
+        now, would need for replay (its own bucket included)."""
+        n = len(self.buckets)
+        target = self.idx if self.fits(length) else self._next_idx()
+        last_seq = min(self.min_needed(), self.seq)
+        return 1 + sum(1 for i in range(n) if i != target and self.bucket_hi[i]
+                       and self.bucket_hi[i] >= last_seq)
 
     def _next_idx(self) -> int:
         return (self.idx + 1) % len(self.buckets)
@@ -121,12 +175,16 @@ class Journal:
     def fits(self, length: int) -> bool:
         return self.offset + length <= self.bucket_size
 
-    def ensure_room(self, length: int, *, may_reclaim: bool = True) -> bool:
+    def ensure_room(self, length: int, *, may_reclaim: bool = True, flush: bool = False) -> bool:
         """Make room for an entry of `length` bytes. False when only a reclaim
-        (forbidden by the caller) would free it."""
+        (forbidden by the caller) would free it. Only a flush entry may use
+        the bucket kept for the next flush entry."""
         if self.fits(length):
             return True
         nxt = self._next_idx()
+        if not flush and self._is_reserve(nxt):
+            raise FormatError("journal full: the last bucket is kept for the next commit "
+                              "(internal error: the transaction should have gone unjournalled)")
         if not self._reclaimable(nxt):
             if not may_reclaim:
                 return False
@@ -140,11 +198,21 @@ class Journal:
 
     def flush_entry_size(self, nroots: int) -> int:
         """Upper bound of the padded size of the open entry written as a flush entry."""
-        roots = nroots * (EntryHeader.SIZE + HEADER_SIZE + 40)
+        # fix: a btree_ptr value is PtrValue.SIZE (44) bytes, not 40: the bound
+        # could fall a block short, failing the commit ("no room for a flush entry")
+        roots = nroots * (EntryHeader.SIZE + HEADER_SIZE + _PTR_VALUE_SIZE)
         raw = self.size + roots + EntryHeader.SIZE + Datetime.SIZE
         return raw + (-raw % self.block_size)
 
     # ------------------------------------------------------------------ writing
+
+    def drop_open_entry(self) -> None:
+        """Forget the open entry's contents (its seq stays open). Only for a
+        caller that has just written every dirty btree node, so the updates
+        it holds are in the nodes the next commit references
+        (Store.prepare_unjournalled)."""
+        self.entries = []
+        self.size = JsetHeader.SIZE
 
     def write_entry(self, *, flush: bool = False,
                     roots: list[tuple[int, int, Key]] | None = None) -> int:
@@ -166,7 +234,7 @@ class Journal:
                           self.magic64, self.csum_type, self.block_size)
         if len(raw) > self.bucket_size:
             raise FormatError(f"journal entry of {len(raw)} bytes exceeds a journal bucket")
-        if not self.ensure_room(len(raw), may_reclaim=not flush):
+        if not self.ensure_room(len(raw), may_reclaim=not flush, flush=flush):
             raise FormatError("journal: no room for a flush entry (internal error)")
         where = self.buckets[self.idx] * self.bucket_size + self.offset
         if flush:
