@@ -140,7 +140,8 @@ class Btrees:
         node.node_seq = parsed.node_seq
         node.written = parsed.written
         node.bsets = parsed.bsets
-        node.needs_rewrite = parsed.skipped_bsets > 0 or bool(parsed.problems)
+        node.needs_rewrite = (parsed.skipped_bsets > 0 or bool(parsed.problems)
+                              or parsed.rewrite)
         node.problems = parsed.problems or None
         if node.needs_rewrite and not self.read_only:
             self.dirty.add(node)
