@@ -159,6 +159,14 @@ def codec(work: Path, runs: int) -> list[Row]:
 
 
 @bench
+def fs(work: Path, runs: int) -> list[Row]:
+    sys.path.insert(0, str(HERE))
+    import fs_bench
+
+    return fs_bench.run(work, runs, Row, measure, sparse, fmt_time)
+
+
+@bench
 def reflink(work: Path, runs: int) -> list[Row]:
     sys.path.insert(0, str(HERE))
     import reflink_bench

@@ -21,7 +21,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .errors import DeviceError, ExistsError, IsADirError
+from .errors import DeviceError, ExistsError, FormatError, IsADirError
+from .formats.ids import KeyType
 from .fs.data import SECTOR, ReadContext, key_data, visible_extents
 from .fs.dirent import name_problem
 from .fs.filesystem import Filesystem, Resolved, Where
@@ -29,6 +30,7 @@ from .fs.inode import Inode
 
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FD_WINDOW = 64      # directory levels kept open while extracting a tree
 
 
 @dataclass
@@ -38,6 +40,7 @@ class ExtractReport:
     symlinks: int = 0
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)
+    damaged: int = 0          # how many of the skipped were skipped for damage in the image
 
 
 class Extractor:
@@ -49,8 +52,10 @@ class Extractor:
         self.owners = os.geteuid() == 0 if owners is None else owners
         self.overwrite = overwrite
         self.report = ExtractReport()
-        self.links: dict[tuple[int, int], tuple[int, str]] = {}   # (subvol, inum) -> (dirfd, name)
-        self._dir_fds: list[int] = []
+        # hard links: (subvol, inum) -> (host dir, name of the first link); one fd per host
+        # directory holding a first link, not one per file
+        self.links: dict[tuple[int, int], tuple[tuple[int, int], bytes]] = {}
+        self._dir_fds: dict[tuple[int, int], int] = {}
 
     # ------------------------------------------------------------------ entry points
 
@@ -82,6 +87,7 @@ class Extractor:
                     raise ExistsError(f"{dest}: already exists") from None
                 sub = os.open(out, DIR_FLAGS, dir_fd=fd)
                 try:
+                    self._xattrs(src.where, sub, src.path)
                     self._tree(src.where, src.inode, sub, src.path)
                 finally:
                     os.close(sub)
@@ -109,20 +115,36 @@ class Extractor:
     # ------------------------------------------------------------------ trees
 
     def _tree(self, where: Where, inode: Inode, root_fd: int, path: str) -> None:
-        """Extract the contents of directory `where` into the open directory root_fd."""
+        """Extract the contents of directory `where` into the open directory root_fd.
+
+        Iterative (a stack of directory frames, no recursion limit). Host fds stay
+        bounded however deep the tree: only the FD_WINDOW deepest frames keep their
+        directory open; a shallower one is reopened through ".." of its child (a
+        directory this extraction created, checked by device and inode number)."""
         fs = self.fs
         seen = {(where.subvol, where.inum)}
-        # stack of (dir where, its host fd, its image path, entries iterator)
-        stack = [(where, os.dup(root_fd), path, iter(sorted(fs.readdir(where),
-                                                             key=lambda e: e.name)))]
-        pending_attrs: list[tuple[int, bytes, Inode]] = []
+        # frames: [dir where, host fd or None, image path, entries iterator, name in its
+        # parent, inode (owner, mode, times are set when it is done), host (dev, ino)]
+        top = os.dup(root_fd)
+        st = os.fstat(top)
+        stack = [[where, top, path, iter(sorted(fs.readdir(where), key=lambda e: e.name)),
+                  None, None, (st.st_dev, st.st_ino)]]
         try:
             while stack:
-                dwhere, dfd, dpath, it = stack[-1]
-                entry = next(it, None)
+                frame = stack[-1]
+                dfd, dpath = frame[1], frame[2]
+                entry = next(frame[3], None)
                 if entry is None:
                     stack.pop()
-                    os.close(dfd)
+                    try:
+                        if frame[4] is not None:
+                            self._finish(self._parent_fd(stack, frame), frame[4], frame[5])
+                    except OSError as e:
+                        self.report.skipped.append(f"{dpath}: {e.strerror}")
+                        if stack[-1][1] is None:
+                            return      # the parent cannot be reopened: stop here
+                    finally:
+                        os.close(dfd)
                     continue
                 name = entry.name
                 shown = _show(dpath, name)
@@ -145,21 +167,41 @@ class Extractor:
                     except OSError as e:
                         self.report.skipped.append(f"{shown}: {e.strerror}; skipped")
                         continue
+                    st = os.fstat(sub)
                     self.report.dirs += 1
-                    self._xattrs(entry.where, sub)
-                    pending_attrs.append((os.dup(dfd), name, child))
-                    stack.append((entry.where, sub, shown,
-                                  iter(sorted(fs.readdir(entry.where), key=lambda e: e.name))))
+                    self._xattrs(entry.where, sub, shown)
+                    try:
+                        children = sorted(fs.readdir(entry.where), key=lambda e: e.name)
+                    except FormatError as e:
+                        self._damaged(shown, e)
+                        children = []
+                    stack.append([entry.where, sub, shown, iter(children), name, child,
+                                  (st.st_dev, st.st_ino)])
+                    if len(stack) > FD_WINDOW + 1:
+                        old = stack[-1 - FD_WINDOW]
+                        if old[1] is not None:
+                            os.close(old[1])
+                            old[1] = None
                 else:
                     self._one(entry.where, child, dfd, name, shown)
         finally:
-            for _w, fd, _p, _i in stack:
+            for frame in stack:
+                if frame[1] is not None:
+                    os.close(frame[1])
+
+    @staticmethod
+    def _parent_fd(stack: list, child: list) -> int:
+        """The fd of stack[-1], the parent of the frame `child` just popped (whose
+        fd is still open), reopening it through ".." when it was closed."""
+        parent = stack[-1]
+        if parent[1] is None:
+            fd = os.open(b"..", DIR_FLAGS, dir_fd=child[1])
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != parent[6]:
                 os.close(fd)
-        for dfd, name, ino in reversed(pending_attrs):
-            try:
-                self._finish(dfd, name, ino)
-            finally:
-                os.close(dfd)
+                raise OSError(errno.ESTALE, f"{parent[2]}: directory moved during extraction")
+            parent[1] = fd
+        return parent[1]
 
     # ------------------------------------------------------------------ one object
 
@@ -169,16 +211,23 @@ class Extractor:
             if stat.S_ISREG(mode):
                 key = (where.subvol, where.inum)
                 if inode.nlink > 1 and key in self.links:
-                    src_fd, src_name = self.links[key]
-                    os.link(src_name, name, src_dir_fd=src_fd, dst_dir_fd=dfd,
+                    src_dir, src_name = self.links[key]
+                    os.link(src_name, name, src_dir_fd=self._dir_fds[src_dir], dst_dir_fd=dfd,
                             follow_symlinks=False)
                     return
                 self._file(where, inode, dfd, name, shown)
                 if inode.nlink > 1:
-                    self.links[key] = (os.dup(dfd), name)
-                    self._dir_fds.append(self.links[key][0])
+                    st = os.fstat(dfd)
+                    host_dir = (st.st_dev, st.st_ino)
+                    if host_dir not in self._dir_fds:
+                        self._dir_fds[host_dir] = os.dup(dfd)
+                    self.links[key] = (host_dir, name)
             elif stat.S_ISLNK(mode):
                 target = self.fs.read_all(where, inode, shown)
+                if not target or b"\0" in target:
+                    self.report.skipped.append(f"{shown}: symlink target {target!r} cannot "
+                                               "exist on a host; skipped")
+                    return
                 os.symlink(target, name, dir_fd=dfd)
                 self.report.symlinks += 1
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -186,34 +235,51 @@ class Extractor:
                     self.report.skipped.append(f"{shown}: device node not created "
                                                "(use --devices)")
                     return
-                os.mknod(name, self._mode(mode), inode.rdev, dir_fd=dfd)
+                os.mknod(name, stat.S_IFMT(mode) | self._mode(mode), inode.rdev, dir_fd=dfd)
             elif stat.S_ISFIFO(mode):
                 os.mkfifo(name, self._mode(mode) & 0o7777, dir_fd=dfd)
             elif stat.S_ISSOCK(mode):
-                self.report.skipped.append(f"{shown}: socket not created")
-                return
+                # an inode only (as cp -a, mke2fs -d): nothing listens on it
+                os.mknod(name, stat.S_IFSOCK | self._mode(mode), dir_fd=dfd)
             self._finish(dfd, name, inode)
         except FileExistsError:
             self.report.skipped.append(f"{shown}: already exists on the host; skipped")
         except OSError as e:
             self.report.skipped.append(f"{shown}: {e.strerror}; skipped")
+        except FormatError as e:
+            self._damaged(shown, e)
+
+    def _damaged(self, shown: str, e: Exception) -> None:
+        msg = str(e)
+        self.report.skipped.append(msg if msg.startswith(shown) else f"{shown}: {msg}")
+        self.report.damaged += 1
 
     def _file(self, where: Where, inode: Inode, dfd: int, name: bytes, shown: str) -> None:
+        """Data only where the image has some: holes (and the zero tail a key may claim
+        beyond its inline bytes) stay holes, so a file claiming 2^62 bytes costs what it
+        holds. A file that cannot be extracted whole is removed."""
         fd = os.open(name, WRITE_FLAGS, 0o600, dir_fd=dfd)
+        done = False
         try:
             ctx = ReadContext(self.fs.store, shown)
             size = inode.size
+            if size >= 1 << 63:
+                raise OSError(errno.EFBIG, f"file size {size} not possible on the host")
             visible = self.fs.visible(where.snapshot)
             for k in visible_extents(self.fs.btrees, where.inum, visible, 0, -(-size // SECTOR)):
                 start = k.start * SECTOR
                 if start >= size:
                     break
-                data = key_data(ctx, k)[:size - start]
+                limit = min(k.end * SECTOR, size) - start
+                if k.type == KeyType.inline_data:
+                    data = k.val[:limit]
+                else:
+                    data = key_data(ctx, k, limit)
                 view = memoryview(data)
                 while view:
                     n = os.pwrite(fd, view, start)
                     view, start = view[n:], start + n
-            self._xattrs(where, fd)
+            self._xattrs(where, fd, shown)
             try:
                 os.ftruncate(fd, size)
             except OSError as e:
@@ -222,14 +288,28 @@ class Extractor:
                 raise
             self.report.files += 1
             self.report.bytes += size
+            done = True
         finally:
             os.close(fd)
+            if not done:
+                try:
+                    os.unlink(name, dir_fd=dfd)
+                except OSError:
+                    pass
 
-    def _xattrs(self, where: Where, fd: int) -> None:
+    def _xattrs(self, where: Where, fd: int, shown: str) -> None:
         """Copy xattrs onto the open file (user.* always; others only as root)."""
-        for x in self.fs.listxattr(where):
+        try:
+            xattrs = self.fs.listxattr(where)
+        except FormatError as e:
+            self._damaged(shown, e)
+            return
+        for x in xattrs:
             full = x.full_name
             if not full.startswith(b"user.") and os.geteuid() != 0:
+                continue
+            if b"\0" in full or not x.name:
+                self.report.skipped.append(f"{shown}: xattr {full!r}: invalid name; skipped")
                 continue
             try:
                 os.setxattr(fd, full, x.value)
@@ -260,9 +340,9 @@ class Extractor:
             pass
 
     def close(self) -> None:
-        for fd in self._dir_fds:
+        for fd in self._dir_fds.values():
             os.close(fd)
-        self._dir_fds = []
+        self._dir_fds = {}
 
 
 def _show(dpath: str, name: bytes) -> str:

@@ -73,7 +73,7 @@ def _entry_json(fs, entry, inode) -> dict:
     if entry.dirent.is_subvol:
         out["is_subvolume_root"] = True
     if statmod.S_ISLNK(inode.mode):
-        out["target"] = fs.read_all(entry.where, inode, "").decode("utf-8", "surrogateescape")
+        out["target"] = _link_target(fs, entry, inode).decode("utf-8", "surrogateescape")
     if statmod.S_ISCHR(inode.mode) or statmod.S_ISBLK(inode.mode):
         out["rdev"] = [os.major(inode.rdev), os.minor(inode.rdev)]
     return out
@@ -94,8 +94,24 @@ def _long_line(fs, entry, inode, tty: bool) -> bytes:
             f"{size:>8} {_ls_time(inode.mtime_sec)} ").encode()
     line = head + _safe(entry.name, tty)
     if statmod.S_ISLNK(inode.mode):
-        line += b" -> " + _safe(fs.read_all(entry.where, inode, ""), tty)
+        line += b" -> " + _safe(_link_target(fs, entry, inode), tty)
     return line
+
+
+_DAMAGED: list[str] = []     # what ls could not show because the image is damaged
+
+
+def _link_target(fs, entry, inode) -> bytes:
+    """A symlink's target for a listing; a damaged one is a warning and '?'."""
+    from ..errors import FormatError
+
+    shown = entry.name.decode("utf-8", "backslashreplace")
+    try:
+        return fs.read_all(entry.where, inode, shown)
+    except FormatError as e:
+        message(f"bfs: warning: {e}")
+        _DAMAGED.append(shown)
+        return b"?"
 
 
 @click.command("ls")
@@ -155,6 +171,8 @@ def ls_cmd(image, path, long, recursive, as_json):
                 todo = subdirs + todo
         if as_json:
             emit_json(out_json if recursive else out_json[0]["entries"])
+    if _DAMAGED:
+        raise SystemExit(3)
 
 
 def _plain_entry(entry, r):
@@ -203,6 +221,8 @@ def stat_cmd(image, path, as_json):
             d["path"] = r.path
             d["subvolume"] = r.where.subvol
             d["snapshot"] = r.where.snapshot
+            if ino.is_lnk:
+                d["target"] = fs.read_all(r.where, ino, r.path).decode("utf-8", "surrogateescape")
             d["extents"] = [{**key_to_json(k), "shared": k.type == 15} for k in keys]
             d["xattrs"] = {x.full_name.decode("utf-8", "backslashreplace"): x.value.hex()
                            for x in xattrs}
@@ -282,7 +302,9 @@ def get_cmd(image, path, host_dest, recursive, devices, keep_setuid):
     for s in rep.skipped:
         message(f"bfs: warning: {s}")
     if rep.skipped:
-        raise SystemExit(1)
+        # 3 when something was left out because the image is damaged, else 1
+        message(f"bfs: error: {len(rep.skipped)} item(s) not extracted (see warnings above)")
+        raise SystemExit(3 if rep.damaged else 1)
 
 
 # ---------------------------------------------------------------------- put
@@ -316,8 +338,15 @@ def put_cmd(image, host_src, path, recursive, progress):
             pop = Populator(fs, progress=bar)
             if dest is not None and dest.inode.is_dir:
                 name = os.fsencode(os.path.basename(os.path.normpath(host_src)))
-                existing = fs.lookup(dest.where, dest.inode, name)
-                if existing is not None and not statmod.S_ISDIR(st.st_mode):
+                if name in (b"", b".", b"..") and statmod.S_ISDIR(st.st_mode):
+                    # `put -r . /dir` (or .., or /): no name of its own, so like cp -r the
+                    # contents go into /dir
+                    pop.copy_contents(host_src, dest.where, set_root_attrs=False)
+                    name = None
+                existing = fs.lookup(dest.where, dest.inode, name) if name else None
+                if name is None:
+                    pass
+                elif existing is not None and not statmod.S_ISDIR(st.st_mode):
                     _replace(fs, existing.where, host_src, dest.path)
                 elif existing is not None and statmod.S_ISDIR(st.st_mode):
                     pop.copy_contents(host_src, existing.where, set_root_attrs=False)
@@ -419,9 +448,10 @@ def rm_cmd(image, path, recursive):
 
 def _rm_tree(fs, where, path: str) -> None:
     """Empty directory `where` (depth first, without recursion)."""
-    from ..errors import IsADirError
+    from ..errors import CorruptionError, IsADirError
 
     stack = [(where, path)]
+    on_stack = {where}
     while stack:
         dwhere, dpath = stack[-1]
         pushed = False
@@ -431,12 +461,15 @@ def _rm_tree(fs, where, path: str) -> None:
                 raise IsADirError(f"{shown}: is a subvolume; delete it first")
             ino = fs.get_inode(e.where)
             if ino is not None and ino.is_dir and not fs.is_empty_dir(e.where):
+                if e.where in on_stack:     # a damaged image: would loop forever
+                    raise CorruptionError(f"{shown}: directory loop; run bfs check")
                 stack.append((e.where, shown))
+                on_stack.add(e.where)
                 pushed = True
                 break
             fs.unlink(dwhere, e.name, allow_dir=True)
         if not pushed:
-            stack.pop()
+            on_stack.discard(stack.pop()[0])
 
 
 @click.command("mv")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..checksum import checksum
-from ..errors import ChecksumError, CorruptionError
+from ..errors import ChecksumError, CorruptionError, NoSpaceError
 from ..extents import Extent, decode_extent, extent_key
 from ..formats.constants import U32_MAX, U64_MAX
 from ..formats.fsck_errors import BY_NAME as ERR
@@ -32,7 +32,13 @@ def round_up(n: int, to: int) -> int:
 
 class DataWriter:
     """Writes data regions to freshly allocated space, coalescing writes that are
-    contiguous on the device into one pwrite (populate writes thousands of files)."""
+    contiguous on the device into one pwrite (populate writes thousands of files).
+
+    The allocator's view of free space is the committed one: buckets filled by the
+    transaction in progress still look free to it. So the writer counts the buckets
+    it opens since the last commit (`committed()` starts a new count) and raises
+    NoSpaceError before they would eat the allocator's reserve (kept for btree
+    nodes) or come round a second time, which would write data over data."""
 
     def __init__(self, store, csum_type: int):
         self.store = store
@@ -42,6 +48,27 @@ class DataWriter:
         self.buf = bytearray()
         self.buf_start = 0          # device byte offset of buf[0]
         self.bytes_written = 0
+        self.committed()
+
+    def committed(self) -> None:
+        """The transaction using this writer committed: its buckets are accounted."""
+        self._buckets: set[int] = set()     # buckets opened since the last commit
+        self._current = 0                   # bucket of the last grant
+        self._free: int | None = None       # free buckets when this count started
+
+    def _allocate(self, want: int) -> tuple[int, int, int]:
+        alloc = self.store.allocator
+        if self._free is None:
+            self._free = alloc.free_buckets()
+            self._current = alloc.write_points()[1][0]    # the open data bucket, 0: none
+        sector, gen, grant = alloc.allocate_data(want)
+        b = sector * SECTOR // self.store.sb.bucket_size
+        if b != self._current:
+            if b in self._buckets or len(self._buckets) >= self._free - alloc.reserve:
+                raise NoSpaceError(f"{self.store.dev.name}: no space left on the image")
+            self._buckets.add(b)
+            self._current = b
+        return sector, gen, grant
 
     def write(self, data) -> list[tuple[int, Extent]]:
         """Write `data`; returns [(sectors of file data covered, extent)] in order."""
@@ -51,7 +78,7 @@ class DataWriter:
         alloc = self.store.allocator
         while pos < len(view):
             want = round_up(min(len(view) - pos, self.extent_max), self.block)
-            sector, gen, grant = alloc.allocate_data(want)
+            sector, gen, grant = self._allocate(want)
             n = min(len(view) - pos, grant)
             chunk = view[pos:pos + n]
             pad = round_up(n, self.block) - n
@@ -114,6 +141,10 @@ def _region(ctx: ReadContext, e: Extent, file_offset: int) -> bytes:
     if start + length > store.dev.size or e.sector == 0:
         raise CorruptionError(f"{ctx.what}: extent at file offset {file_offset} points outside "
                               "the device", ERR["ptr_beyond_device"].id)
+    if length > store.sb.bucket_size:   # a region never spans buckets: bounds the read
+        raise CorruptionError(f"{ctx.what}: extent at file offset {file_offset} claims a "
+                              f"region of {length} bytes, more than a bucket",
+                              ERR["ptr_beyond_device"].id)
     data = store.dev.read(start, length)
     if checksum(e.csum_type, data) != e.csum:
         raise ChecksumError(f"{ctx.what}: data checksum mismatch at file offset {file_offset} "
@@ -122,9 +153,13 @@ def _region(ctx: ReadContext, e: Extent, file_offset: int) -> bytes:
     return data
 
 
-def key_data(ctx: ReadContext, k: Key) -> bytes:
-    """The bytes of the file range [k.start, k.end) sectors that key k maps."""
+def key_data(ctx: ReadContext, k: Key, limit: int | None = None) -> bytes:
+    """The bytes of the file range [k.start, k.end) sectors that key k maps; only
+    the first `limit` bytes when given (a key may claim up to 2 TiB: callers that
+    do not need all of it must not build it)."""
     length = k.size * SECTOR
+    if limit is not None:
+        length = max(0, min(length, limit))
     t = k.type
     if t == KeyType.extent:
         e = decode_extent(k.val)
@@ -133,19 +168,20 @@ def key_data(ctx: ReadContext, k: Key) -> bytes:
     if t == KeyType.inline_data:
         return k.val[:length].ljust(length, b"\0")
     if t == KeyType.reflink_p:
-        return _indirect_data(ctx, k)
+        return _indirect_data(ctx, k, length)
     if t == KeyType.error:
         raise CorruptionError(f"{ctx.what}: data at file offset {k.start * SECTOR} was lost "
                               "(marked by fsck)", ERR["reflink_p_to_missing"].id)
     return b"\0" * length
 
 
-def _indirect_data(ctx: ReadContext, k: Key) -> bytes:
+def _indirect_data(ctx: ReadContext, k: Key, length: int | None = None) -> bytes:
     from ..reflink import decode_reflink_p
 
     p = decode_reflink_p(k.val)
-    lo, hi = p.idx, p.idx + k.size
-    out = bytearray(k.size * SECTOR)
+    sectors = k.size if length is None else -(-length // SECTOR)
+    lo, hi = p.idx, p.idx + sectors
+    out = bytearray(sectors * SECTOR)
     found = lo
     for v in ctx.store.btrees.iter(BtreeId.reflink, (0, lo + 1, 0), (0, U64_MAX, 0)):
         if v.start >= hi:
@@ -170,7 +206,7 @@ def _indirect_data(ctx: ReadContext, k: Key) -> bytes:
     if found < hi:
         raise CorruptionError(f"{ctx.what}: reflink pointer at file offset {k.start * SECTOR} "
                               "refers to missing shared data", ERR["reflink_p_to_missing"].id)
-    return bytes(out)
+    return bytes(out) if length is None else bytes(out[:length])
 
 
 def visible_extents(btrees_or_trans, inum: int, visible, start_sector: int = 0,
@@ -197,40 +233,50 @@ def read_range(store, inum: int, visible, offset: int, length: int, what: str,
     s0 = offset // SECTOR
     s1 = -(-(offset + length) // SECTOR)
     for k in visible_extents(src or store.btrees, inum, visible, s0, s1):
-        data = key_data(ctx, k)
         kstart = k.start * SECTOR
         a = max(kstart, offset)
         b = min(k.end * SECTOR, offset + length)
         if a < b:
+            data = key_data(ctx, k, b - kstart)
             out[a - offset:b - offset] = data[a - kstart:b - kstart]
     return bytes(out)
 
 
 def iter_read(store, inum: int, visible, size: int, what: str,
               chunk: int = 4 << 20) -> Iterator[bytes]:
-    """The file's bytes [0, size) in chunks, each extent region read and verified once."""
+    """The file's bytes [0, size) as a stream of pieces: each extent's data as read
+    and verified (once per region), holes as zeros at most `chunk` bytes a piece (a
+    key or a hole may claim terabytes: nothing is built whole)."""
     ctx = ReadContext(store, what)
     pos = 0
-    pending = bytearray()
     for k in visible_extents(store.btrees, inum, visible, 0, -(-size // SECTOR)):
         kstart = k.start * SECTOR
         if kstart >= size:
             break
         if kstart > pos:
-            pending += bytes(min(kstart, size) - pos)   # a hole
-            pos = min(kstart, size)
-        data = key_data(ctx, k)
-        take = data[pos - kstart:min(k.end * SECTOR, size) - kstart]
-        pending += take
-        pos += len(take)
-        while len(pending) >= chunk:
-            yield bytes(pending[:chunk])
-            del pending[:chunk]
+            yield from _zeros(kstart - pos, chunk)
+            pos = kstart
+        kend = min(k.end * SECTOR, size)
+        if k.type == KeyType.inline_data:
+            # the value, then zeros (a key may claim far more than it holds)
+            data = k.val[pos - kstart:kend - kstart]
+        else:
+            data = key_data(ctx, k, kend - kstart)[pos - kstart:]
+        if data:
+            yield data
+            pos += len(data)
+        if pos < kend:
+            yield from _zeros(kend - pos, chunk)
+            pos = kend
     if pos < size:
-        pending += bytes(size - pos)
-    while pending:
-        yield bytes(pending[:chunk])
-        del pending[:chunk]
+        yield from _zeros(size - pos, chunk)
+
+
+def _zeros(n: int, chunk: int) -> Iterator[bytes]:
+    z = bytes(min(n, chunk))
+    while n > 0:
+        yield z if n >= len(z) else z[:n]
+        n -= len(z)
 
 
 # ---------------------------------------------------------------------- editing

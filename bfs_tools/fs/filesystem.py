@@ -458,7 +458,28 @@ class Filesystem:
         if inode.nlink <= 0:
             self._drop_inode(trans, where, inode)
         else:
+            if inode.nlink == 1:
+                self._fix_backpointer(trans, where, inode)
             self.put_inode(trans, where, inode)
+
+    def _fix_backpointer(self, trans, where: Where, inode: Inode) -> None:
+        """A file down to one link: its backpointer must name that link. If it named
+        a removed one, find the survivor (a scan of the dirents: only when the
+        removed link was the one the backpointer named)."""
+        visible = self.visible(where.snapshot)
+
+        def names_it(k: Key | None) -> bool:
+            return (k is not None and k.type == KeyType.dirent
+                    and not decode_dirent(k.val).is_subvol
+                    and decode_dirent(k.val).target == where.inum)
+
+        if inode.dir and names_it(hashed._slot_keys(trans, D, inode.dir, inode.dir_offset,
+                                                     visible)):
+            return
+        for k in filter_visible(trans.iter(D), visible):
+            if names_it(k):
+                inode.dir, inode.dir_offset = k.pos[0], k.pos[1]
+                return
 
     def rename(self, src_parent: Where, src_name: bytes, dst_parent: Where, dst_name: bytes) -> None:
         """Atomic rename; replaces an existing destination like rename(2)."""
@@ -502,7 +523,8 @@ class Filesystem:
         if not entry.dirent.is_subvol:
             inode = self.inode(entry.where, t)
             inode.ctime_sec, inode.ctime_nsec = now()
-            if inode.is_dir or inode.nlink == 1:
+            if inode.is_dir or inode.nlink == 1 or (inode.dir, inode.dir_offset) == (
+                    src_parent.inum, entry.key.pos[1]):
                 inode.dir, inode.dir_offset = dst_parent.inum, slot
             self.put_inode(t, entry.where, inode)
         if not same_dir and moving_dir:
@@ -528,6 +550,9 @@ class Filesystem:
     # ------------------------------------------------------------------ data
 
     def read_all(self, where: Where, inode: Inode, what: str, src=None) -> bytes:
+        if inode.is_lnk and inode.size > SYMLINK_MAX:   # a damaged size must not size a buffer
+            raise CorruptionError(f"{what}: symlink claims a {inode.size}-byte target (at most "
+                                  f"{SYMLINK_MAX}); run bfs check")
         return read_range(self.store, where.inum, self.visible(where.snapshot), 0, inode.size,
                           what, src)
 

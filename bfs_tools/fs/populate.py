@@ -165,6 +165,7 @@ class Populator:
         if self.trans is not None:
             self.writer.flush()
             self.trans.commit()
+            self.writer.committed()
             self.trans = None
         self.entries = 0
         self.batch_bytes = 0
@@ -173,6 +174,7 @@ class Populator:
 
     def copy_into(self, host_path: str, parent: Where, name: bytes) -> Where | None:
         """Copy host_path (file, dir, link, ...) into directory `parent` as `name`."""
+        check_name(name)
         try:
             st = os.lstat(host_path)
         except OSError as e:

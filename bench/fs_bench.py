@@ -1,0 +1,181 @@
+"""File-level benchmarks, bfs and the peers side by side on the same input:
+
+  * populate: `bfs format --source` vs `mke2fs -t ext4 -d` vs `mkfs.btrfs --rootdir`,
+    on a copy of this machine's Python standard library (site-packages excluded)
+    and on a generated tree of 100,000 small files;
+  * extract: `bfs get -r` of the whole tree vs `debugfs -R "rdump / DIR"` on the
+    ext4 image;
+  * read bandwidth: `bfs cat` of a 1 GiB file vs `dd` reading the host copy (both
+    from the page cache).
+
+Registered in bench/run.py (`python bench/run.py --only fs`); run alone for a
+cProfile of one populate:
+
+    python bench/fs_bench.py --profile [SOURCE_DIR]
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BFS = str(Path(sys.executable).parent / "bfs")
+SMALL_FILES = 100_000
+BIG = 1 << 30
+
+
+def stdlib_copy(work: Path) -> Path:
+    """A private copy of the standard library tree (site-packages excluded)."""
+    dst = work / "stdlib"
+    if not dst.exists():
+        src = sysconfig.get_paths()["stdlib"]
+        shutil.copytree(src, dst, symlinks=True,
+                        ignore=shutil.ignore_patterns("site-packages"))
+    return dst
+
+
+def small_files_tree(work: Path, n: int = SMALL_FILES) -> Path:
+    """n small files (0..2 KiB) in n/1000 directories of 1000."""
+    dst = work / "small"
+    if not dst.exists():
+        rnd = random.Random(1)
+        blob = rnd.randbytes(4096)
+        for i in range(n):
+            d = dst / f"d{i // 1000:03d}"
+            if i % 1000 == 0:
+                d.mkdir(parents=True)
+            size = rnd.randrange(0, 2048)
+            with open(d / f"file-{i:06d}", "wb") as f:
+                f.write(blob[:size])
+    return dst
+
+
+def big_file(work: Path) -> Path:
+    p = work / "big.bin"
+    if not p.exists():
+        chunk = random.Random(2).randbytes(1 << 20)
+        with open(p, "wb") as f:
+            for i in range(BIG >> 20):
+                f.write(chunk[i % 7:] + chunk[:i % 7])
+    return p
+
+
+def tree_stats(root: Path) -> tuple[int, int]:
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            st = os.lstat(os.path.join(dirpath, n))
+            files += 1
+            size += st.st_size
+    return files, size
+
+
+def _image_size(src_bytes: int, files: int) -> int:
+    want = max(1 << 30, 3 * src_bytes + files * 8192)
+    return -(-want // (1 << 20)) << 20
+
+
+def run(work: Path, runs: int, Row, measure, sparse, fmt_time) -> list:
+    rows = []
+    for label, make in (("stdlib", stdlib_copy), (f"{SMALL_FILES // 1000}k small files",
+                                                   small_files_tree)):
+        print(f"  preparing {label} ...", file=sys.stderr)
+        src = make(work)
+        files, size = tree_stats(src)
+        img_size = _image_size(size, files)
+        n = max(1, min(runs, 3))
+        bfs_img, ext_img, btr_img = work / "p.bfs", work / "p.ext4", work / "p.btrfs"
+        what = f"populate {label} ({files:,} files, {size / 2**20:.0f} MiB)"
+        row = Row("fs", what, measure([BFS, "format", str(bfs_img), "--force", "--source",
+                                       str(src)], runs=n,
+                                      prepare=lambda: sparse(bfs_img, img_size)))
+        inodes = str(files * 2 + 1000)
+        if shutil.which("mke2fs"):
+            row.peers["mke2fs -t ext4 -d"] = measure(
+                ["mke2fs", "-q", "-F", "-t", "ext4", "-N", inodes, "-d", str(src), str(ext_img)],
+                runs=n, prepare=lambda: sparse(ext_img, img_size))
+        if shutil.which("mkfs.btrfs"):
+            row.peers["mkfs.btrfs --rootdir"] = measure(
+                ["mkfs.btrfs", "-q", "-f", "--rootdir", str(src), str(btr_img)],
+                runs=n, prepare=lambda: sparse(btr_img, img_size))
+        row.note = (f"image {img_size >> 20} MiB; bfs image allocates "
+                    f"{bfs_img.stat().st_blocks * 512 / 2**20:.0f} MiB")
+        rows.append(row)
+        # extraction of the whole tree
+        out = work / "out"
+
+        def clean(out=out):
+            if out.exists():
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+
+        row = Row("fs", f"get -r {label}", measure(
+            [BFS, "get", str(bfs_img), "/", str(out), "-r"], runs=n, prepare=clean))
+        if shutil.which("debugfs") and ext_img.exists():
+            def clean_mkdir(out=out):
+                clean()
+                out.mkdir()
+            row.peers["debugfs rdump"] = measure(
+                ["debugfs", "-R", f"rdump / {out}", str(ext_img)], runs=n, prepare=clean_mkdir)
+        clean()
+        rows.append(row)
+        for p in (bfs_img, ext_img, btr_img):
+            p.unlink(missing_ok=True)
+    # read bandwidth of one big file
+    print("  preparing the 1 GiB file ...", file=sys.stderr)
+    big = big_file(work)
+    img = work / "cat.bfs"
+    sparse(img, 2 * BIG + (256 << 20))
+    subprocess.run([BFS, "format", str(img), "--force"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([BFS, "put", str(img), str(big), "/big"], check=True)
+    n = max(1, min(runs, 3))
+    ours = measure([BFS, "cat", str(img), "/big"], runs=n)
+    dd = measure(["dd", f"if={big}", "of=/dev/null", "bs=4M", "status=none"], runs=n)
+    row = Row("fs", "cat 1 GiB file", ours, {"dd bs=4M": dd})
+    row.note = (f"bfs {BIG / ours.median / 2**20:,.0f} MiB/s, dd {BIG / dd.median / 2**20:,.0f} "
+                f"MiB/s: {dd.median / ours.median:.0%} of dd (goal >= 80%)")
+    rows.append(row)
+    img.unlink(missing_ok=True)
+    return rows
+
+
+def profile_populate(source: Path, top: int = 25) -> None:
+    """cProfile of one `format --source` (in process), top functions by own time."""
+    import cProfile
+    import pstats
+    import tempfile
+
+    from bfs_tools.cli.main import main
+
+    with tempfile.TemporaryDirectory() as d:
+        img = Path(d) / "prof.img"
+        files, size = tree_stats(source)
+        with open(img, "wb") as f:
+            f.truncate(_image_size(size, files))
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            main(["format", str(img), "--force", "--source", str(source)])
+        except SystemExit:
+            pass
+        prof.disable()
+    st = pstats.Stats(prof, stream=sys.stderr)
+    st.sort_stats("tottime").print_stats(top)
+    st.sort_stats("cumulative").print_stats(top)
+
+
+if __name__ == "__main__":
+    if "--profile" in sys.argv:
+        args = [a for a in sys.argv[1:] if a != "--profile"]
+        if args:
+            profile_populate(Path(args[0]))
+        else:
+            with __import__("tempfile").TemporaryDirectory() as d:
+                profile_populate(stdlib_copy(Path(d)))
+    else:
+        print(__doc__)
