@@ -121,14 +121,16 @@ def replay(work: Path, runs: int) -> dict:
             "ring": s.journal_capacity()}
 
 
-def open_time(path: Path, runs: int) -> list[float]:
+def open_time(path: Path, runs: int) -> tuple[list[float], int]:
+    """Times of Store.open (after one warm-up), and the btree nodes it read."""
     times = []
     for _ in range(runs + 1):
         t0 = time.perf_counter()
         s = Store.open(str(path))
-        s.close()
         times.append(time.perf_counter() - t0)
-    return times[1:]
+        nodes = s.btrees.nodes_read
+        s.close()
+    return times[1:], nodes
 
 
 def measure_all(work: Path, runs: int, nkeys: int) -> list[dict]:
@@ -148,12 +150,12 @@ def measure_all(work: Path, runs: int, nkeys: int) -> list[dict]:
                 "rate": bulk_load(img, nkeys), "unit": "keys/s"})
     it_rate, n_it = iterate_rate(img)
     out.append({"what": f"iterate {n_it:,} keys (cold open)", "rate": it_rate, "unit": "keys/s"})
-    full = open_time(img, runs)
+    full, full_nodes = open_time(img, max(runs, 10))
     empty_img = work / "empty.img"
     new_image(empty_img)
-    empty = open_time(empty_img, runs)
-    out.append({"what": f"Store.open, {nkeys:,} keys", "times": full})
-    out.append({"what": "Store.open, empty image", "times": empty,
+    empty, empty_nodes = open_time(empty_img, max(runs, 10))
+    out.append({"what": f"Store.open, {nkeys:,} keys", "times": full, "nodes": full_nodes})
+    out.append({"what": "Store.open, empty image", "times": empty, "nodes": empty_nodes,
                 "ratio": statistics.median(full) / statistics.median(empty)})
     r = replay(work, runs)
     out.append({"what": f"journal replay: {r['keys']:,} keys, "
@@ -166,12 +168,15 @@ def measure_all(work: Path, runs: int, nkeys: int) -> list[dict]:
 
 def run(work: Path, runs: int, Row, Timing, nkeys: int = 1_000_000) -> list:
     """Rows for bench/run.py: throughputs in the notes, times as medians."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    results = measure_all(work, runs, nkeys)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # of this (in-process) bench
     rows = []
-    for r in measure_all(work, runs, nkeys):
+    for r in results:
         note = f"{r['rate']:,.0f} {r['unit']}" if "rate" in r else ""
+        if "nodes" in r:
+            note = f"{r['nodes']} btree nodes read (superblock, roots)"
         if "ratio" in r:
-            note = f"{nkeys:,} keys / empty = {r['ratio']:.2f} (goal: 1, within noise)"
+            note += f"; {nkeys:,} keys / empty = {r['ratio']:.2f}"
         timing = Timing(r["times"], peak, 0) if "times" in r else None
         rows.append(Row("engine", r["what"], timing, note=note))
     return rows
@@ -191,6 +196,8 @@ def main() -> int:
                 line += f" {statistics.median(r['times']) * 1000:9.1f} ms"
             if "rate" in r:
                 line += f" {r['rate']:>12,.0f} {r['unit']}"
+            if "nodes" in r:
+                line += f"  {r['nodes']} nodes read"
             if "ratio" in r:
                 line += f"  (1M/empty = {r['ratio']:.2f})"
             print(line, flush=True)
