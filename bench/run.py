@@ -182,6 +182,14 @@ def engine(work: Path, runs: int) -> list[Row]:
     return engine_bench.run(work, runs, Row, Timing)
 
 
+@bench
+def snapshots(work: Path, runs: int) -> list[Row]:
+    sys.path.insert(0, str(HERE))
+    import snapshot_bench
+
+    return snapshot_bench.run(work, runs, sys.modules[__name__])
+
+
 def render(rows: list[Row]) -> str:
     out = ["| benchmark | bfs (median) | peer | peer (median) | ratio bfs/peer | bfs peak RSS | notes |",
            "|---|---:|---|---:|---:|---:|---|"]

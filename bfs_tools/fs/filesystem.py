@@ -243,16 +243,19 @@ class Filesystem:
 
     # ------------------------------------------------------------------ directories
 
-    def _dirent_matches(self, name: bytes):
+    def _dirent_matches(self, name: bytes, subvol: int = 0):
         def matches(k: Key) -> bool:
-            return k.type == KeyType.dirent and decode_dirent(k.val).name == name
+            if k.type != KeyType.dirent:
+                return False
+            d = decode_dirent(k.val)
+            return d.name == name and not (subvol and _hidden_subvol(d, subvol))
         return matches
 
     def lookup(self, dir_where: Where, dir_inode: Inode, name: bytes, src=None) -> Entry | None:
         src = src or self.btrees
         h = name_hash(name, dir_inode.hash_seed)
         k = hashed.lookup(src, D, dir_where.inum, h, self.visible(dir_where.snapshot),
-                          self._dirent_matches(name))
+                          self._dirent_matches(name, dir_where.subvol))
         if k is None:
             return None
         return self._entry(dir_where, k, src)
@@ -270,7 +273,8 @@ class Filesystem:
         visible = self.visible(dir_where.snapshot)
         out = []
         for k in hashed.iter_entries(src, D, dir_where.inum, visible):
-            if k.type == KeyType.dirent:
+            if k.type == KeyType.dirent and not _hidden_subvol(decode_dirent(k.val),
+                                                               dir_where.subvol):
                 out.append(self._entry(dir_where, k, src))
         return out
 
@@ -278,7 +282,8 @@ class Filesystem:
         src = src or self.btrees
         visible = self.visible(dir_where.snapshot)
         for k in hashed.iter_entries(src, D, dir_where.inum, visible):
-            if k.type == KeyType.dirent:
+            if k.type == KeyType.dirent and not _hidden_subvol(decode_dirent(k.val),
+                                                               dir_where.subvol):
                 return False
         return True
 
@@ -426,6 +431,18 @@ class Filesystem:
     def _remove_entry(self, trans, parent: Where, dir_inode: Inode, entry: Entry) -> None:
         visible = self.visible(parent.snapshot)
         hashed.delete(trans, D, entry.key, parent.snapshot, visible)
+        if entry.dirent.is_subvol:
+            # Older versions of a subvolume dirent, at ancestor snapshots, are hidden in
+            # every other view (_hidden_subvol): once gone from this one they name a
+            # subvolume nobody reaches (and that may be deleted). They become hash
+            # whiteouts, which keep the probe chains of the other views as they were.
+            inum, slot, _ = entry.key.pos
+            for k in list(trans.iter(D, (inum, slot, 0), (inum, slot, U32_MAX))):
+                if (k.pos[2] != parent.snapshot and k.pos[2] in visible
+                        and k.type == KeyType.dirent):
+                    d = decode_dirent(k.val)
+                    if d.is_subvol and d.target == entry.dirent.target:
+                        trans.update(D, Key(k.pos, KeyType.hash_whiteout))
 
     def unlink(self, parent: Where, name: bytes, *, allow_dir: bool = False) -> None:
         """Remove a name (rm); directories only with allow_dir and only when empty."""
@@ -527,7 +544,15 @@ class Filesystem:
                     src_parent.inum, entry.key.pos[1]):
                 inode.dir, inode.dir_offset = dst_parent.inum, slot
             self.put_inode(t, entry.where, inode)
-        if not same_dir and moving_dir:
+        else:
+            # a subvolume's root knows where it is named (subvolume_path walks up
+            # through it): moved with its dirent, even in a read-only snapshot (this is
+            # the parent's namespace, as bcachefs' rename does)
+            root = self.inode(entry.where, t)
+            root.dir, root.dir_offset = dst_parent.inum, slot
+            self.put_inode(t, entry.where, root)
+        if not same_dir and moving_dir and not entry.dirent.is_subvol:
+            # (a subvolume is not a subdirectory for nlink: bcachefs' is_subdir_for_nlink)
             sdir.nlink -= 1
             ddir.nlink += 1
         self._touch_dir(t, src_parent, sdir)
@@ -695,6 +720,13 @@ class Filesystem:
         inode.ctime_sec, inode.ctime_nsec = now()
         self.put_inode(t, where, inode)
         t.commit()
+
+
+def _hidden_subvol(d: Dirent, subvol: int) -> bool:
+    """A subvolume's dirent belongs to the subvolume it was made in: a snapshot of
+    that subvolume inherits the key but does not show it (bcachefs' d_parent_subvol
+    test), or the snapshot would reach, and could delete, the original's child."""
+    return d.is_subvol and d.parent_subvol != subvol
 
 
 def _join(components: list[bytes]) -> str:

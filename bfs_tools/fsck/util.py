@@ -41,10 +41,9 @@ def doomed(ctx, snap: int) -> bool:
     `check -y` does before the content passes; `-n` must not report its keys)."""
     cached = ctx.state.get("doomed")
     if cached is None:
-        from ..snapshots.cleanup import _is_dead, _is_redundant
+        from ..snapshots.cleanup import plan
 
-        cached = ctx.state["doomed"] = frozenset(
-            i for i, s in table(ctx).snapshots.items() if _is_dead(s) or _is_redundant(s))
+        cached = ctx.state["doomed"] = frozenset(plan(table(ctx)).doomed)
     return snap in cached
 
 

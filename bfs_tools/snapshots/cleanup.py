@@ -1,18 +1,31 @@
 """Cleaning up after deleted snapshots (bcachefs' delete_dead_snapshots).
 
-A deleted subvolume leaves its leaf snapshot marked `deleted`. Cleanup, in
-committed batches so an interruption loses nothing and the next writable open
-or `check -y` simply continues:
-  1. drop every key written at a dead snapshot (the data trigger frees space);
-  2. unlink the dead node from its parent and delete it (and its subvolume);
-  3. an interior node left with no children and no subvolume is dead too;
-  4. an interior node left with exactly one child is folded into it: each of
-     its keys moves down to the child unless the child has its own version at
-     that position (which already shadows it), then the node is spliced out.
-Every intermediate state reads the same from every live snapshot.
+A deleted subvolume leaves its leaf snapshot marked `deleted`. Cleanup works
+from a plan of the snapshot tree:
+  * dead: marked deleted, or an interior node without a subvolume whose
+    children are all dead (so a node left with no children is dead too);
+  * redundant: a live node without a subvolume with exactly one live child:
+    it is folded into the first node below it that is not redundant (its
+    *terminal*), in one hop however long the chain.
+Then, in one pass over the keys of the snapshot-aware btrees, in committed
+batches: a key at a dead node is dropped (the data trigger frees its space); a
+key at a redundant node moves down to the terminal unless the terminal already
+has a version at that position (which shadows it; within a position keys come
+in ascending snapshot order, so the nearest of a chain of folded nodes moves
+first and the farther ones then find it there). Finally one transaction
+rewrites the tree: dead and redundant nodes go, the others get their new
+parent, children and depth, and the snapshot trees their new root (and master
+subvolume, if it was deleted).
+
+Every intermediate state reads the same from every live snapshot: dead nodes
+are seen by no live leaf, and every live leaf below a redundant node is below
+its terminal. An interruption loses nothing: the tree is rewritten last, so the
+next writable open (or `check -y`) makes the same plan and finishes the pass.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from ..formats.ids import SNAPSHOT_BTREES, BtreeId, SbFlags, SnapshotFlags, SubvolumeFlags
 from ..keys import Key
@@ -24,12 +37,52 @@ BATCH = 5000
 S, SV, ST = BtreeId.snapshots, BtreeId.subvolumes, BtreeId.snapshot_trees
 
 
+@dataclass
+class Plan:
+    dead: set[int] = field(default_factory=set)
+    terminal: dict[int, int] = field(default_factory=dict)    # redundant node -> terminal
+
+    def __bool__(self) -> bool:
+        return bool(self.dead or self.terminal)
+
+    @property
+    def doomed(self) -> set[int]:
+        """Nodes whose keys cleanup has yet to drop or move."""
+        return self.dead | set(self.terminal)
+
+
+def plan(table: SnapshotTable) -> Plan:
+    snaps = table.snapshots
+    p = Plan()
+    # dead: deleted, or no subvolume and every child dead (children first: ids ascend)
+    for sid in sorted(snaps):
+        s = snaps[sid]
+        if s.flags & SnapshotFlags.deleted or (
+                not s.subvol and all(c in p.dead or c not in snaps for c in s.children)):
+            p.dead.add(sid)
+    redundant = {}
+    for sid, s in snaps.items():
+        if sid in p.dead or s.subvol:
+            continue
+        live = [c for c in s.children if c in snaps and c not in p.dead]
+        if len(live) == 1:
+            redundant[sid] = live[0]
+    for sid in redundant:
+        cur = redundant[sid]
+        for _ in range(len(redundant) + 1):
+            if cur not in redundant:
+                break
+            cur = redundant[cur]
+        p.terminal[sid] = cur
+    return p
+
+
 def pending_work(btrees) -> bool:
-    table = SnapshotTable.load(btrees)
-    return any(_is_dead(s) or _is_redundant(s) for s in table.snapshots.values())
+    return bool(plan(SnapshotTable.load(btrees)))
 
 
 def _is_dead(s: Snapshot) -> bool:
+    """(Per node, without looking at its children's state.)"""
     return bool(s.flags & SnapshotFlags.deleted) or (not s.subvol and not s.children)
 
 
@@ -40,20 +93,13 @@ def _is_redundant(s: Snapshot) -> bool:
 def cleanup_dead_snapshots(fs, *, progress=None) -> int:
     """Run cleanup to the end. Returns the number of snapshot nodes removed."""
     store = fs.store
+    table = SnapshotTable.load(store.btrees)
+    p = plan(table)
     removed = 0
-    for _ in range(1 << 20):
-        table = SnapshotTable.load(store.btrees)
-        dead = sorted(s for s, v in table.snapshots.items() if _is_dead(v))
-        if dead:
-            _drop_snapshot(store, table, dead[0])
-            removed += 1
-            continue
-        redundant = sorted(s for s, v in table.snapshots.items() if _is_redundant(v))
-        if redundant:
-            _fold(store, table, redundant[0])
-            removed += 1
-            continue
-        break
+    if p:
+        _batched(store, _doomed_keys(store, p), _key_fn(p))
+        _rewrite_tree(store, table, p)
+        removed = len(p.dead) + len(p.terminal)
     if store.sb.flags & SbFlags.deleting_snapshots:
         store.sb.flags &= ~SbFlags.deleting_snapshots
         write_superblock(store.dev, store.sb)
@@ -61,12 +107,24 @@ def cleanup_dead_snapshots(fs, *, progress=None) -> int:
     return removed
 
 
-def _keys_at(store, snap: int):
-    """(btree, key) of every key at snapshot `snap` (a full scan, as bcachefs)."""
-    for b in sorted(SNAPSHOT_BTREES):
-        for k in store.btrees.iter(b):
-            if k.pos[2] == snap:
-                yield b, k
+def _doomed_keys(store, p: Plan) -> list[tuple[int, Key]]:
+    """(btree, key) of every key at a dead or redundant node (a full scan, as
+    bcachefs), in position order."""
+    doomed = p.doomed
+    return [(b, k) for b in sorted(SNAPSHOT_BTREES) for k in store.btrees.iter(b)
+            if k.pos[2] in doomed]
+
+
+def _key_fn(p: Plan):
+    def fn(t, bk) -> None:
+        b, k = bk
+        t.delete(b, k.pos)
+        target = p.terminal.get(k.pos[2])
+        if target is not None:
+            pos = (k.pos[0], k.pos[1], target)
+            if t.get(b, pos) is None:
+                t.update(b, Key(pos, k.type, k.val, k.size, k.version))
+    return fn
 
 
 def _batched(store, items, fn) -> None:
@@ -89,82 +147,62 @@ def _run(store, batch, fn) -> None:
     store.commit()
 
 
-def _drop_snapshot(store, table: SnapshotTable, snap: int) -> None:
-    keys = list(_keys_at(store, snap))
-    _batched(store, keys, lambda t, bk: t.delete(bk[0], bk[1].pos))
-    node = table.get(snap)
+def _rewrite_tree(store, table: SnapshotTable, p: Plan) -> None:
+    """The snapshot tree without its dead and redundant nodes, in one commit."""
+    snaps = table.snapshots
+    gone = p.doomed
+    kept = {sid: s for sid, s in snaps.items() if sid not in gone}
+
+    def new_parent(s: Snapshot) -> int:
+        cur = s.parent
+        while cur and cur in gone:
+            cur = snaps[cur].parent if cur in snaps else 0
+        return cur
+
+    parent = {sid: new_parent(s) for sid, s in kept.items()}
+    children: dict[int, list[int]] = {sid: [] for sid in kept}
+    for sid, par in parent.items():
+        if par:
+            children[par].append(sid)
+    depth: dict[int, int] = {}
+    for sid in sorted(kept, reverse=True):       # parents (larger ids) first
+        depth[sid] = depth[parent[sid]] + 1 if parent[sid] else 0
     t = store.transaction()
-    if node.parent:
-        parent = table.get(node.parent)
-        kids = [c for c in parent.children if c != snap]
-        t.update(S, Snapshot(parent.id, parent.flags, parent.parent,
-                             kids[0] if kids else 0, kids[1] if len(kids) > 1 else 0,
-                             parent.subvol, parent.tree, parent.depth).key())
-    else:
-        tk = t.get(ST, (0, node.tree, 0))
-        if tk is not None and decode_snapshot_tree(tk).root_snapshot == snap:
-            t.delete(ST, tk.pos)
-    if node.subvol:
-        svk = t.get(SV, (0, node.subvol, 0))
-        if svk is not None and decode_subvolume(svk).flags & SubvolumeFlags.unlinked:
-            t.delete(SV, svk.pos)
-        _new_master(t, table, node)
-    t.delete(S, (0, snap, 0))
+    for sid, s in kept.items():
+        kids = sorted(children[sid], reverse=True)
+        new = Snapshot(sid, s.flags, parent[sid], kids[0] if kids else 0,
+                       kids[1] if len(kids) > 1 else 0, s.subvol, s.tree, depth[sid])
+        if new != s:
+            t.update(S, new.key())
+    for sid in gone:
+        t.delete(S, (0, sid, 0))
+        s = snaps[sid]
+        if s.subvol and sid in p.dead:
+            svk = t.get(SV, (0, s.subvol, 0))
+            if svk is not None and decode_subvolume(svk).flags & SubvolumeFlags.unlinked:
+                t.delete(SV, svk.pos)
+    for tree_id in sorted({s.tree for s in snaps.values()}):
+        _update_tree(t, tree_id, kept, parent, p)
     t.commit()
     store.commit()
     invalidate(store)
 
 
-def _new_master(t, table: SnapshotTable, node: Snapshot) -> None:
-    """If the tree's master subvolume goes, another live subvolume of the tree takes over."""
-    tk = t.get(ST, (0, node.tree, 0))
+def _update_tree(t, tree_id: int, kept, parent, p: Plan) -> None:
+    tk = t.get(ST, (0, tree_id, 0))
     if tk is None:
         return
-    tree = decode_snapshot_tree(tk)
-    if tree.master_subvol != node.subvol:
+    members = [sid for sid, s in kept.items() if s.tree == tree_id]
+    if not members:
+        t.delete(ST, tk.pos)
         return
-    others = sorted(s.subvol for s in table.snapshots.values()
-                    if s.tree == node.tree and s.subvol and s.id != node.id
-                    and not s.flags & SnapshotFlags.deleted)
-    if others:
-        tree.master_subvol = others[0]
+    tree = decode_snapshot_tree(tk)
+    old = (tree.root_snapshot, tree.master_subvol)
+    roots = [sid for sid in members if not parent[sid]]
+    if tree.root_snapshot not in kept and roots:
+        tree.root_snapshot = max(roots)
+    subvols = sorted(kept[sid].subvol for sid in members if kept[sid].subvol)
+    if tree.master_subvol not in subvols and subvols:
+        tree.master_subvol = subvols[0]
+    if (tree.root_snapshot, tree.master_subvol) != old:
         t.update(ST, tree.key())
-
-
-def _fold(store, table: SnapshotTable, snap: int) -> None:
-    """Move the keys of interior node `snap` into its only child, then splice it out."""
-    node = table.get(snap)
-    child_id = node.children[0]
-
-    def move(t, bk) -> None:
-        b, k = bk
-        mine = t.get(b, (k.pos[0], k.pos[1], child_id))
-        t.delete(b, k.pos)
-        if mine is None:
-            t.update(b, Key((k.pos[0], k.pos[1], child_id), k.type, k.val, k.size, k.version))
-
-    _batched(store, list(_keys_at(store, snap)), move)
-    t = store.transaction()
-    child = table.get(child_id)
-    t.update(S, Snapshot(child.id, child.flags, node.parent, child.children_0,
-                         child.children_1, child.subvol, child.tree, node.depth).key())
-    for d in table.descendants(child_id):
-        ds = table.get(d)
-        t.update(S, Snapshot(ds.id, ds.flags, ds.parent, ds.children_0, ds.children_1,
-                             ds.subvol, ds.tree, ds.depth - 1).key())
-    if node.parent:
-        parent = table.get(node.parent)
-        kids = sorted((child_id if c == snap else c for c in parent.children), reverse=True)
-        t.update(S, Snapshot(parent.id, parent.flags, parent.parent, kids[0],
-                             kids[1] if len(kids) > 1 else 0, parent.subvol, parent.tree,
-                             parent.depth).key())
-    else:
-        tk = t.get(ST, (0, node.tree, 0))
-        if tk is not None:
-            tree = decode_snapshot_tree(tk)
-            tree.root_snapshot = child_id
-            t.update(ST, tree.key())
-    t.delete(S, (0, snap, 0))
-    t.commit()
-    store.commit()
-    invalidate(store)

@@ -4,7 +4,13 @@ Creating a snapshot of a subvolume whose current snapshot is N allocates two
 ids below the lowest existing id: the source subvolume moves to one, the new
 snapshot subvolume gets the other, and N becomes an interior node. Nothing is
 copied: both see N's keys through ancestry, and each writes at its own id.
-A subvolume appears in its parent directory as a dirent of type subvol.
+A subvolume appears in its parent directory as a dirent of type subvol that
+records the parent subvolume (bcachefs' d_parent_subvol). A snapshot of that
+parent inherits the key but does not show it (Filesystem._hidden_subvol): the
+snapshot can neither reach nor delete the original's child subvolumes. For the
+same reason a subvolume dirent is not a subdirectory for the directory's nlink
+(bcachefs' is_subdir_for_nlink), and removing one from its parent's view turns
+the inherited copies of older snapshots into hash whiteouts.
 
 Deleting unlinks the subvolume and marks its snapshot deleted in one commit
 (the user-visible part); cleanup.py then drops the dead snapshot's keys and
@@ -17,8 +23,9 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass
 
-from ..errors import ExistsError, NotADirError, UsageError
+from ..errors import CorruptionError, ExistsError, NoSpaceError, NotADirError, PathError
 from ..formats.constants import ROOT_SUBVOL, U32_MAX
+from ..formats.fsck_errors import BY_NAME as ERR
 from ..formats.ids import BtreeId, DirentType, KeyType, SbFlags, SnapshotFlags, SubvolumeFlags
 from ..superblock import write_superblock
 from .table import SnapshotTable, invalidate
@@ -34,6 +41,14 @@ from .values import (
 S, SV, ST = BtreeId.snapshots, BtreeId.subvolumes, BtreeId.snapshot_trees
 
 
+class NotSubvolumeError(PathError, ValueError):
+    """The path is not what the command works on (a subvolume root, a snapshot)."""
+
+
+class SubvolumeBusyError(PathError, OSError):
+    """The subvolume cannot go: it is the root, or other subvolumes live in it."""
+
+
 def _lowest_snapshot_id(trans) -> int:
     k = trans.peek(S, (0, 1, 0))
     return k.pos[1] if k is not None else U32_MAX + 1
@@ -44,7 +59,8 @@ def _new_snapshot_ids(trans, n: int) -> list[int]:
     lowest = _lowest_snapshot_id(trans)
     ids = [lowest - i for i in range(1, n + 1)]
     if ids[-1] < 1:
-        raise UsageError("snapshot ids exhausted: no id below the lowest existing one is free")
+        raise NoSpaceError(f"snapshot ids exhausted: {n} new ids are needed below the lowest "
+                           f"existing id ({lowest}); nothing was changed")
     return ids
 
 
@@ -52,7 +68,7 @@ def _next_id(trans, btree: int) -> int:
     last = trans.peek_prev(btree, (0, U32_MAX, 0))
     nxt = (last.pos[1] + 1) if last is not None else 1
     if nxt > U32_MAX - 1:
-        raise UsageError(f"{BtreeId(btree).name} ids exhausted")
+        raise NoSpaceError(f"{BtreeId(btree).name} ids exhausted; nothing was changed")
     return nxt
 
 
@@ -82,7 +98,9 @@ def _link_subvol(fs, trans, parent_where, name: bytes, subvol_id: int) -> int:
     dir_inode = fs.inode(parent_where, trans)
     slot = fs._add_dirent(trans, parent_where, dir_inode, name,
                           subvol_id | (parent_where.subvol << 32), DirentType.subvol)
-    fs._touch_dir(trans, parent_where, dir_inode, 1)
+    # a subvolume is not a subdirectory for nlink (bcachefs' is_subdir_for_nlink): its
+    # dirent is inherited, hidden, by snapshots of the parent, whose nlink must not count it
+    fs._touch_dir(trans, parent_where, dir_inode, 0)
     return slot
 
 
@@ -93,14 +111,15 @@ def create_snapshot(fs, source_path: str, dest_path: str, *, read_only: bool = F
     t = fs.store.transaction()
     src = fs.resolve(source_path, follow=True, src=t)
     if not src.inode.is_dir or not is_subvolume_root(fs, src):
-        raise UsageError(f"{source_path}: not a subvolume root (snapshot a subvolume: / or "
+        raise NotSubvolumeError(f"{source_path}: not a subvolume root (snapshot a subvolume: / or "
                          "one made by `bfs subvolume create` or `bfs snapshot create`)")
     parent, name = _dest(fs, dest_path, t)
     fs.check_writable(parent.where, t)
     sv = fs.subvolume(src.where.subvol, t)
     node = decode_snapshot(t.get(S, (0, sv.snapshot, 0)))
     if node.children:
-        raise UsageError(f"subvolume {sv.id} points at interior snapshot {node.id}; run bfs check")
+        raise CorruptionError(f"subvolume {sv.id} points at interior snapshot {node.id}; run "
+                              "bfs check", ERR["subvol_bad_snapshot"].id)
     keep_id, snap_id = _new_snapshot_ids(t, 2)
     new_sv = _next_id(t, SV)
     sec, nsec = now()
@@ -171,22 +190,23 @@ def delete_subvolume(fs, path: str, *, expect_snapshot: bool | None = None) -> i
     r = fs.resolve(path, follow=False, src=t)
     if r.entry is None or not r.entry.dirent.is_subvol:
         if r.parent is None:
-            raise UsageError("the root subvolume cannot be deleted")
-        raise UsageError(f"{path}: not a subvolume")
+            raise SubvolumeBusyError("the root subvolume cannot be deleted")
+        raise NotSubvolumeError(f"{path}: not a subvolume")
     sv = fs.subvolume(r.entry.dirent.child_subvol, t)
     if sv.id == ROOT_SUBVOL:
-        raise UsageError("the root subvolume cannot be deleted")
+        raise SubvolumeBusyError("the root subvolume cannot be deleted")
     is_snap = bool(sv.flags & SubvolumeFlags.snapshot)
     if expect_snapshot is True and not is_snap:
-        raise UsageError(f"{path}: a subvolume, not a snapshot (use `bfs subvolume delete`)")
+        raise NotSubvolumeError(f"{path}: a subvolume, not a snapshot (use `bfs subvolume "
+                                "delete`)")
     for k in t.iter(SV):
         child = decode_subvolume(k)
         if child.parent == sv.id and not child.flags & SubvolumeFlags.unlinked:
-            raise UsageError(f"{path}: contains subvolume {child.id}; delete it first")
+            raise SubvolumeBusyError(f"{path}: contains subvolume {child.id}; delete it first")
     fs.check_writable(r.parent, t)
     dir_inode = fs.inode(r.parent, t)
     fs._remove_entry(t, r.parent, dir_inode, r.entry)
-    fs._touch_dir(t, r.parent, dir_inode, -1)
+    fs._touch_dir(t, r.parent, dir_inode, 0)
     t.update(SV, Subvolume(sv.id, sv.flags | SubvolumeFlags.unlinked, sv.snapshot, sv.inode,
                            sv.parent, 0, sv.otime_sec, sv.otime_nsec).key())
     node = decode_snapshot(t.get(S, (0, sv.snapshot, 0)))
