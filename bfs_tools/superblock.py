@@ -315,6 +315,7 @@ class CopyReport:
 class ReadResult:
     sb: Superblock
     copies: list[CopyReport]
+    layout_problem: str | None = None   # the copies' list of offsets was unusable
 
     @property
     def used_backup(self) -> bool:
@@ -417,12 +418,29 @@ def read_superblock(dev: Device) -> ReadResult:
             try_copy(off)
         members = [s for s in found if s.uuid == best.uuid]
     best = max(members, key=lambda s: s.seq)
+    layout_problem = None
+    if not _offsets_ok(best.offsets, dev.size):
+        # Fix (a valid copy listing copies outside the device made every write of
+        # the superblock fail): the layout is where format puts the copies
+        canonical = [SB_OFFSET, SB_OFFSET + SB_MAX_SIZE, (best.nbuckets - 1) * best.bucket_size]
+        layout_problem = f"copies listed at {best.offsets}, rebuilt as {canonical}"
+        best.offsets = canonical
+        for off in canonical:
+            if try_copy(off) is not None and found[-1].uuid == best.uuid:
+                members.append(found[-1])
     for s in members:
         if s.seq < best.seq:
             reports[s.offset].status = "stale"
     expected = set(best.offsets)
     copies = [reports[o] if o in reports else CopyReport(o, "not read") for o in sorted(expected)]
-    return ReadResult(best, copies)
+    return ReadResult(best, copies, layout_problem)
+
+
+def _offsets_ok(offsets: list[int], dev_size: int) -> bool:
+    """The primary at SB_OFFSET, every copy distinct, sector-aligned and inside the device."""
+    return (SB_OFFSET in offsets and len(set(offsets)) == len(offsets)
+            and all(o % SECTOR_SIZE == 0 and SB_OFFSET <= o and o + SbHeader.SIZE <= dev_size
+                    for o in offsets))
 
 
 def write_superblock(dev: Device, sb: Superblock, *, flush: bool = True) -> None:

@@ -34,6 +34,9 @@ ERRORS: tuple[FsckError, ...] = (
     _e(3, "sb_layout_bad", "superblock", "safe", "layout record unreadable or disagrees with the superblock"),
     _e(4, "sb_field_bad", "superblock", "no", "a superblock field is invalid"),
     _e(5, "sb_journal_buckets_bad", "superblock", "no", "journal bucket list invalid (out of range or duplicated)"),
+    _e(6, "sb_metadata_mismatch", "superblock", "yes",
+       "superblock checksum type or UUID disagrees with every btree node and journal entry; "
+       "taken from them"),
     # journal
     _e(10, "journal_entry_bad_csum", "journal", "safe", "a journal entry has a bad checksum", "warning"),
     _e(11, "journal_entries_missing", "journal", "yes", "journal seqs missing in the replay range"),

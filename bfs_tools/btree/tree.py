@@ -38,6 +38,10 @@ from .ptr import PtrValue, decode_ptr, make_ptr_key, ptr_min_key
 PTR_KEY_BYTES = HEADER_SIZE + PtrValue.SIZE
 
 
+def _write_order(node: Node) -> tuple:
+    return (node.btree_id, node.min_key, node.max_key)
+
+
 class NodeSpace:
     """What the btree layer needs from the allocator (implemented in alloc/)."""
 
@@ -505,8 +509,11 @@ class Btrees:
                 return written
             max_level = max(n.level for n in pending)
             for level in range(max_level + 1):
-                for node in [n for n in self.dirty if n.level == level and (
-                        not only_required or n.unjournaled or n.sector is None or n.level > 0)]:
+                # in key order, not the set's (id-based) order: where nodes land
+                # is then reproducible (same image from the same operations)
+                for node in sorted((n for n in self.dirty if n.level == level and (
+                        not only_required or n.unjournaled or n.sector is None
+                        or n.level > 0)), key=_write_order):
                     if self._attached(node):
                         self._write_node(node, seq)
                         written += 1

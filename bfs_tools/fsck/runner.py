@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 
-from ..errors import BfsError
+from ..errors import BfsError, CorruptionError
 from ..formats.ids import BtreeId, KeyType, SbFlags
 from ..store import Store
 from .context import CheckContext
@@ -96,11 +96,126 @@ def open_for_check(path, mode: str) -> Store:
                 layout = read_layout_record(dev)
         except BfsError:
             pass
-    store = Store.open(path, write=mode != "no", strict_journal=False, lenient=True)
-    store.check_layout = layout if mode != "no" else _layout(store)
+    write = mode != "no"
+    try:
+        store = Store.open(path, write=write, strict_journal=False, lenient=True)
+        failed = None
+    except CorruptionError as e:
+        store, failed = None, e
+    if store is None or _all_roots_bad(store):
+        fixed = _open_probed(path, write, store)
+        if fixed is not None:
+            store = fixed
+        elif failed is not None:
+            raise failed
+    store.check_layout = layout if write else _layout(store)
     if mode != "no":
         _distrust_alloc(store)
     return store
+
+
+def _all_roots_bad(store) -> bool:
+    bad = sum(1 for name, _msg in store.open_problems if name == "btree_root_bad")
+    return bad >= len(BtreeId) - 1
+
+
+def _probe(dev, sb) -> tuple[int, int, int] | None:
+    """(magic64, csum_type, votes) that the btree roots and journal entries agree
+    on, when the superblock's do not open any of them."""
+    from collections import Counter
+
+    from ..btree.ptr import decode_ptr
+    from ..checksum import checksum
+    from ..formats.constants import BTREE_NODE_MAGIC, JSET_MAGIC
+    from ..formats.ids import ChecksumType
+    from ..keys import decode_keys
+
+    votes: Counter = Counter()
+
+    def vote(m64: int, csum: int, data: bytes) -> None:
+        for ct in ChecksumType:
+            try:
+                if checksum(ct, data) == csum:
+                    votes[(m64, int(ct))] += 1
+            except BfsError:
+                pass
+
+    for r in (sb.clean.roots if sb.clean else []):
+        try:
+            ptr = decode_ptr(decode_keys(r.key)[0])
+            hdr = dev.read(ptr.sector * 512, 72)
+        except (BfsError, IndexError):
+            continue
+        vote(int.from_bytes(hdr[8:16], "little") ^ BTREE_NODE_MAGIC,
+             int.from_bytes(hdr[0:8], "little"), hdr[8:72])
+    for b in sb.journal_buckets:
+        try:
+            head = dev.read(b * sb.bucket_size, 40)
+            n = int.from_bytes(head[36:40], "little")
+            if n > sb.bucket_size - 40:
+                continue
+            body = dev.read(b * sb.bucket_size + 8, 32 + n)
+        except BfsError:
+            continue
+        vote(int.from_bytes(head[8:16], "little") ^ JSET_MAGIC,
+             int.from_bytes(head[0:8], "little"), body)
+    if not votes:
+        return None
+    (m64, ct), n = votes.most_common(1)[0]
+    if n < 2 or (m64, ct) == (sb.magic64(), sb.csum_type):
+        return None
+    return m64, ct, n
+
+
+def _open_probed(path, write: bool, failed_store) -> Store | None:
+    """Every btree root fails: is it the superblock's checksum type or UUID? Then
+    the store is opened again with the values the nodes and entries agree on
+    (a repairing check writes them to the superblock)."""
+    from ..formats.ids import ChecksumType
+    from ..io.device import FileDevice
+    from ..store import check_features
+    from ..superblock import read_superblock
+
+    if failed_store is not None:
+        failed_store.abort()
+    dev = FileDevice(str(path), write=write)
+    try:
+        rr = read_superblock(dev)
+        found = _probe(dev, rr.sb)
+        if found is None:
+            dev.close()
+            return None
+        m64, ct, n = found
+        sb = rr.sb
+        notes = []
+        if ct != sb.csum_type:
+            notes.append(f"checksum type {_ct_name(sb.csum_type)} in the superblock, "
+                         f"{_ct_name(ct)} in the metadata")
+        if m64 != sb.magic64():
+            notes.append("UUID does not match the metadata's magic numbers (its first 8 "
+                         "bytes are taken from them)")
+        sb.uuid = m64.to_bytes(8, "little") + sb.uuid[8:]
+        sb.csum_type = ChecksumType(ct)
+        check_features(sb, write)
+        store = Store(dev, sb, read_only=not write, sb_report=rr)
+        store.owns_device = True
+        store.btrees.lenient = True
+        store._check_geometry()
+        store._load(False)
+        store.check_metadata_fix = "; ".join(notes) + f" ({n} structures agree)"
+        return store
+    except BaseException:
+        dev.close()
+        raise
+
+
+def _ct_name(ct: int) -> str:
+    from ..formats.ids import ChecksumType
+
+    try:
+        return ChecksumType(ct).name
+    except ValueError:
+        return str(ct)
 
 
 def _layout(store):

@@ -78,6 +78,10 @@ class ReplayPlan:
     problems: list[tuple[int, str]] = field(default_factory=list)
 
 
+# more entries than any journal ring can hold (JOURNAL_BYTES_MAX / 512-byte blocks)
+MAX_REPLAY_SPAN = 1 << 17
+
+
 def plan_replay(scan: JournalScan, *, base_seq: int, reserved: int,
                 blacklist: Blacklist) -> ReplayPlan:
     """Choose what to replay after an unclean shutdown.
@@ -91,6 +95,20 @@ def plan_replay(scan: JournalScan, *, base_seq: int, reserved: int,
     usable = []
     for j in scan.jsets:
         if j.seq in blacklist:
+            continue
+        if j.seq > reserved and j.seq > base_seq:
+            # Fix (an entry with a seq beyond the superblock's reservation made
+            # the next seq overflow): the writer reserves every seq before use
+            problems.append((backwards, f"journal entry seq {j.seq} is beyond the reserved "
+                                        f"seqs (up to {reserved})"))
+            continue
+        if j.is_flush and j.seq > base_seq and not any(
+                e.type == JsetEntryType.btree_root for e in j.entries):
+            # Fix (a flush entry without roots emptied every btree): every flush
+            # entry records all roots; the previous commit point is used
+            problems.append((ERR["journal_entries_missing"].id,
+                             f"journal flush entry seq {j.seq} has no btree roots: its commit "
+                             "is lost (missing)"))
             continue
         if j.last_seq > j.seq and j.seq > base_seq:
             # Fix (seq going backwards went unnoticed): checksummed, so not torn
@@ -115,11 +133,19 @@ def plan_replay(scan: JournalScan, *, base_seq: int, reserved: int,
         for j in usable:
             if flush.last_seq <= j.seq <= flush.seq and j.seq not in by_seq:
                 by_seq[j.seq] = j
-        for seq in range(flush.last_seq, flush.seq + 1):
-            if seq in by_seq:
-                entries.append(by_seq[seq])
-            elif seq not in blacklist and seq > base_seq:
-                missing.append(seq)
+        if flush.seq - flush.last_seq >= MAX_REPLAY_SPAN:
+            # Fix (a flush entry whose last_seq is garbage made replay list every
+            # seq in between: unbounded time and memory): no ring holds that many
+            problems.append((backwards, f"journal flush entry seq {flush.seq}: last_seq "
+                                        f"{flush.last_seq} is further back than any journal "
+                                        "reaches"))
+            entries = [by_seq[s] for s in sorted(by_seq)]
+        else:
+            for seq in range(flush.last_seq, flush.seq + 1):
+                if seq in by_seq:
+                    entries.append(by_seq[seq])
+                elif seq not in blacklist and seq > base_seq:
+                    missing.append(seq)
         # Fix (seq going backwards went unnoticed): the entries to replay were
         # written one after the other around the ring, and the ring never
         # wraps over entries still needed; so their places, from the first
@@ -156,6 +182,7 @@ def plan_replay(scan: JournalScan, *, base_seq: int, reserved: int,
             problems.append((ERR["journal_entries_missing"].id, (
                 f"journal flush entry seq {seq} is damaged but newer entries exist: a "
                 "commit point is lost")))
-    high = max(reserved, scan.max_seq)
+    high = max(reserved, max((j.seq for j in usable), default=0))
+    scan.max_seq = min(scan.max_seq, high)
     new_bl = (top + 1, high) if high > top else None
     return ReplayPlan(flush, entries, roots, missing, new_bl, problems)

@@ -75,8 +75,33 @@ def deterministic(seed: int):
 
 # ---------------------------------------------------------------- running bfs
 
-class Timeout(Exception):
-    pass
+@contextlib.contextmanager
+def memory_limit(nbytes: int):
+    """The process may grow by at most `nbytes` of address space in the block:
+    past it allocations fail (MemoryError, which the CLI reports as an internal
+    error, so a command that is not bounded shows as a crash)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        with open("/proc/self/statm") as f:
+            vsize = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        yield
+        return
+    limit = vsize + nbytes
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+class Timeout(BaseException):
+    """A command ran past its time limit (BaseException: the CLI's error
+    policy must not turn it into an ordinary error)."""
 
 
 @dataclass

@@ -295,6 +295,23 @@ def c_sb_layout_wrong(c: Ctx):
     return set()
 
 
+@corruption(9, "sb-csum-type-wrong", ["sb_metadata_mismatch"])
+def c_sb_csum_type(c: Ctx):
+    """Every superblock copy says the metadata checksum type is crc64 (resealed
+    with crc64), but the nodes and journal use crc32c: no btree root opens. The
+    type the metadata agrees on is taken, nothing is lost."""
+    from bfs_tools.formats.ids import ChecksumType
+
+    from tests.helpers import rewrite_superblock
+
+    def crc64(sb):
+        sb.csum_type = ChecksumType.crc64
+
+    rewrite_superblock(c.img, crc64)
+    assert sb_copies(c.img).sb.csum_type == ChecksumType.crc64
+    return set()
+
+
 # ---------------------------------------------------------------- 1xx: journal (unclean images)
 
 def make_unclean(img: Path) -> dict:

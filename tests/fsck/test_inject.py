@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from bfs_tools.formats.fsck_errors import BY_NAME, ERRORS
+
 from tests.fsck import lib
 from tests.fsck.make_corpus import CLASSES, Ctx, by_num, ids_reported, make_unclean
 
@@ -27,6 +27,7 @@ INJECTIONS: dict[str, list[int]] = {
     "sb_primary_bad": [2, 3, 6],
     "sb_backup_bad": [4, 5],
     "sb_layout_bad": [7, 8],
+    "sb_metadata_mismatch": [9],
     "journal_entry_bad_csum": [10, 13],
     "journal_entries_missing": [11],
     "journal_seq_backwards": [14],
@@ -134,7 +135,7 @@ def test_injection(num: int, base_image, tmp_path: Path):
     warnings_only = all(BY_NAME[n].severity == "warning" for n in cl.ids)
     assert r.rc == (0 if warnings_only and r.rc == 0 else 4), r
     # converge: at most two repair runs
-    for attempt in range(2):
+    for attempt in range(2):  # noqa: B007
         y = lib.run_cli("check", "-y", *cl.args, img)
         assert not y.crashed and y.rc in (0, 1), y
         n = lib.run_cli("check", "-n", *cl.args, img)

@@ -144,9 +144,11 @@ def run(ctx) -> None:
             reported.add(bucket)
         for btree, node in nodes:
             if node.gen != gen:
-                ctx.report("btree_ptr_stale", f"{btree.name} node at sector {node.sector}",
+                # the node is what its pointer says (node_seq): the pointer's gen is wrong
+                if ctx.act("btree_ptr_stale", f"{btree.name} node at sector {node.sector}",
                            f"pointer gen {node.gen}, the other nodes of bucket {bucket} say "
-                           f"{gen}", can_fix=False)
+                           f"{gen}; the pointer is fixed"):
+                    _fix_ptr_gen(bt, node, gen)
             u.acct_add(AccountingType.btree, btree, 0, nsec)
         u.add(bucket, DataType.btree, nsec * len(nodes), gen)
         if a is None or a.data_type == DataType.free:
@@ -224,6 +226,21 @@ def run(ctx) -> None:
     _compare_freespace(ctx, u, repairs)
     _compare_accounting(ctx, u, repairs)
     repairs.apply()
+
+
+def _fix_ptr_gen(bt, node, gen: int) -> None:
+    from bisect import bisect_left
+
+    from ...btree.ptr import make_ptr_key
+
+    node.gen = gen
+    parent = node.parent
+    if parent is None:
+        bt._mark_structural(node)   # a root: its pointer is written with the next commit
+        return
+    idx = bisect_left(parent.positions, node.max_key)
+    bt._set_child_key(parent, idx, make_ptr_key(node.max_key, node.min_key, node.sector,
+                                                node.node_seq, gen, node.level))
 
 
 def _expected(u: Usage) -> dict[int, Alloc]:

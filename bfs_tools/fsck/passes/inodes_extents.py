@@ -40,6 +40,34 @@ def run_extents(ctx) -> None:
     if group:
         _check_file(ctx, batch, cur, group, versions.get(cur))
     batch.flush()
+    if ctx.verify_data:
+        _verify_indirect(ctx)
+
+
+def _verify_indirect(ctx) -> None:
+    """Indirect extents (reflink_v) hold the data of every file sharing them: a
+    region that does not match its checksum is deleted, and the reflink pass
+    then marks the ranges pointing at it lost."""
+    from ...reflink import decode_reflink_v
+
+    store = ctx.store
+    batch = Batch(ctx)
+    for k in list(store.btrees.iter(BtreeId.reflink)):
+        if k.type != KeyType.reflink_v:
+            continue
+        try:
+            e = decode_reflink_v(k.val).extent
+            data = store.dev.read(e.sector * 512, e.region_sectors * 512)
+        except BfsError as err:
+            ctx.report("data_checksum_bad", loc(BtreeId.reflink, k.pos),
+                       f"cannot read the data: {err}", can_fix=False)
+            continue
+        if checksum(e.csum_type, data) != e.csum:
+            if ctx.act("data_checksum_bad", loc(BtreeId.reflink, k.pos),
+                       f"shared data at sector {e.sector} does not match its checksum; the "
+                       "indirect extent is deleted (the files sharing it read it as lost)"):
+                batch.t().delete(BtreeId.reflink, k.pos)
+    batch.flush()
 
 
 def _check_file(ctx, batch: Batch, inum: int, keys: list[Key], versions) -> None:

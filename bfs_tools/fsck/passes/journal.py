@@ -19,6 +19,8 @@ _KINDS = (
     ("after its own seq", "journal_seq_backwards"),
     ("written twice", "journal_seq_backwards"),
     ("in the ring", "journal_seq_backwards"),
+    ("further back than any journal", "journal_seq_backwards"),
+    ("beyond the reserved", "journal_seq_backwards"),
     ("commit point is lost", "journal_entries_missing"),
     ("missing", "journal_entries_missing"),
     ("bad key", "journal_key_bad"),

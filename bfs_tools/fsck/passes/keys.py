@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import stat
 
-from ...formats.constants import KEY_VALUE_MAX
+from ...formats.constants import KEY_VALUE_MAX, ROOT_INODE, U64_MAX
 from ...formats.ids import BTREE_KEY_TYPES, EXTENT_BTREES, SNAPSHOT_BTREES, BtreeId, KeyType
 from ...fs.dirent import DirentHead
 from ...fs.inode import InodeValue
@@ -43,8 +43,11 @@ def classify(btree: int, k: Key) -> tuple[str, str] | None:
         return "key_bad_pos", f"nonzero size {k.size} in a non-extent btree"
     if btree not in SNAPSHOT_BTREES and k.pos[2] != 0:
         return "key_bad_pos", f"snapshot field {k.pos[2]} in a btree without snapshots"
-    if btree == INODES and k.type == KeyType.inode and (k.pos[0] != 0 or k.pos[1] == 0):
-        return "key_bad_pos", "inode key position not (0, inum > 0)"
+    if btree == INODES and k.type == KeyType.inode and (
+            k.pos[0] != 0 or not ROOT_INODE <= k.pos[1] < U64_MAX):
+        return "key_bad_pos", f"inode key position not (0, {ROOT_INODE} <= inum < U64_MAX)"
+    if btree in (E, D, BtreeId.xattrs) and not ROOT_INODE <= k.pos[0] < U64_MAX:
+        return "key_bad_pos", f"inode number {k.pos[0]} out of range"
     if btree == D and k.type == KeyType.dirent and len(k.val) >= DirentHead.SIZE:
         # name and type problems are repaired in place by the dirents pass
         return None

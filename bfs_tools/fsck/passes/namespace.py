@@ -24,7 +24,7 @@ from __future__ import annotations
 import stat
 
 from ...errors import BfsError
-from ...formats.constants import ROOT_SUBVOL
+from ...formats.constants import ROOT_INODE, ROOT_SUBVOL
 from ...formats.ids import BtreeId, KeyType, SubvolumeFlags
 from ...fs import hashed
 from ...fs.filesystem import Filesystem, Where, dtype_of
@@ -62,6 +62,16 @@ def run_root(ctx) -> None:
         except BfsError:
             continue
         name = "root_dir_missing" if sv.id == ROOT_SUBVOL else "subvol_root_missing"
+        if ino is None or not ino.is_dir or ino.subvol not in (0, sv.id):
+            real = _root_named(ctx, bt, sv)
+            if real is not None and real != sv.inode:
+                if ctx.act(name, loc(SV, (0, sv.id, 0)),
+                           f"subvolume {sv.id} names inode {sv.inode} as its root directory, "
+                           f"but its root directory is inode {real}; fixed"):
+                    sv.inode = real
+                    batch.t().update(SV, sv.key())
+                    batch.flush()
+                    continue
         if ino is None:
             like = _other_version(bt, sv.inode)
             how = ("recreated from its version in snapshot "
@@ -78,6 +88,25 @@ def run_root(ctx) -> None:
                 recreate_dir(ctx, batch, sv.inode, [sv.snapshot], like=ino, subvol=sv.id)
         batch.flush()
     drop_inode_cache(ctx)
+
+
+def _root_named(ctx, bt, sv) -> int | None:
+    """The directory that says it is the root of subvolume `sv`, in its view."""
+    from ...fs.inode import decode_inode
+
+    if sv.id == ROOT_SUBVOL:
+        return ROOT_INODE
+    visible = visible_set(ctx, sv.snapshot)
+    for k in bt.iter(INODES):
+        if k.type != KeyType.inode or k.pos[2] not in visible:
+            continue
+        try:
+            ino = decode_inode(k)
+        except BfsError:
+            continue
+        if ino.subvol == sv.id and ino.is_dir:
+            return k.pos[1]
+    return None
 
 
 def _other_version(bt, inum: int) -> Inode | None:

@@ -18,7 +18,8 @@ repaired, so -n reports what -y would do):
 from __future__ import annotations
 
 from ...errors import BfsError
-from ...formats.ids import BtreeId, SnapshotFlags, SubvolumeFlags
+from ...formats.constants import ROOT_INODE, ROOT_SUBVOL
+from ...formats.ids import BtreeId, KeyType, SnapshotFlags, SubvolumeFlags
 from ...keys import deleted_key
 from ...snapshots.table import invalidate
 from ...snapshots.values import (
@@ -89,11 +90,14 @@ class _State:
 
 def run(ctx) -> None:
     st = _State(ctx)
+    ctx.state["_snap_state"] = st
     _links(st)
+    _missing_subvols(st)
     _subvolumes(st)
     _owners(st)
     _depth_and_trees(st)
     st.batch.flush()
+    ctx.state.pop("_snap_state", None)
     ctx.state.pop("table", None)
     invalidate(ctx.store)
     if ctx.writable:
@@ -119,19 +123,45 @@ def _redundant(s: Snapshot) -> bool:
 
 
 def _links(st: _State) -> None:
+    """Parent and child links are redundant: each side repairs the other. A child
+    whose parent is missing (or does not list it) takes the node that lists it
+    as a child, if one does; a parent listing a child that names another
+    existing parent loses it."""
     ctx, snaps = st.ctx, st.snaps
+    listed_by: dict[int, list[int]] = {}
+    for sid, s in snaps.items():
+        for c in s.children:
+            listed_by.setdefault(c, []).append(sid)
     for sid in sorted(snaps, reverse=True):
         s = snaps[sid]
         where = loc(S, (0, sid, 0))
+        p = snaps.get(s.parent) if s.parent else None
+        claims = [x for x in listed_by.get(sid, ()) if x in snaps and x > sid]
+        if s.parent and (p is None or sid not in p.children) and claims \
+                and s.parent not in claims:
+            new = claims[0]
+            fix = ctx.report("snapshot_bad_links", where,
+                             f"parent {s.parent} {'does not exist' if p is None else 'does not list it'}"
+                             f", snapshot {new} lists it as a child: that is its parent")
+            s.parent = new
+            st.put_snap(s, fix)
+            p = snaps[new]
+        elif not s.parent and claims:
+            new = claims[0]
+            fix = ctx.report("snapshot_bad_links", where,
+                             f"has no parent, snapshot {new} lists it as a child: that is its "
+                             "parent")
+            s.parent = new
+            st.put_snap(s, fix)
+            p = snaps[new]
         if s.parent:
-            p = snaps.get(s.parent)
-            if s.parent <= sid:
-                ctx.report("snapshot_id_order", where, f"parent {s.parent} is not above {sid}")
             if p is None:
                 fix = ctx.report("snapshot_bad_links", where,
                                  f"parent {s.parent} does not exist; it becomes a tree root")
                 s.parent = 0
                 st.put_snap(s, fix)
+            elif s.parent <= sid:
+                ctx.report("snapshot_id_order", where, f"parent {s.parent} is not above {sid}")
             elif sid not in p.children:
                 if len(p.children) >= 2:
                     ctx.report("snapshot_bad_links", where,
@@ -142,14 +172,78 @@ def _links(st: _State) -> None:
                                      f"parent {p.id} does not list it; added")
                     p.children_1, p.children_0 = p.children_0, sid
                     st.put_snap(p, fix)
+    for sid in sorted(snaps, reverse=True):
+        s = snaps[sid]
         for c in list(s.children):
             child = snaps.get(c)
             if child is None or child.parent != sid:
-                fix = ctx.report("snapshot_bad_links", where,
-                                 f"child {c} {'does not exist' if child is None else 'names parent ' + str(child.parent)}; removed")
+                what = 'does not exist' if child is None else f"names parent {child.parent}"
+                fix = ctx.report("snapshot_bad_links", loc(S, (0, sid, 0)),
+                                 f"child {c} {what}; removed")
                 kids = [x for x in s.children if x != c]
                 s.children_0, s.children_1 = (kids + [0, 0])[:2]
                 st.put_snap(s, fix)
+
+
+def _root_inode_of(ctx, vid: int, snap: int) -> int | None:
+    """The inode that says it is the root directory of subvolume `vid`, as seen
+    from `snap` (the root subvolume's is ROOT_INODE)."""
+    from ...fs.inode import decode_inode
+
+    if vid == ROOT_SUBVOL:
+        return ROOT_INODE
+    bt = ctx.store.btrees
+    anc = _ancestors(ctx, snap)
+    best = None
+    for k in bt.iter(BtreeId.inodes):
+        if k.type != KeyType.inode or k.pos[2] not in anc:
+            continue
+        try:
+            ino = decode_inode(k)
+        except BfsError:
+            continue
+        if ino.subvol == vid and ino.is_dir:
+            best = k.pos[1]
+            break
+    return best
+
+
+def _ancestors(ctx, snap: int) -> set[int]:
+    st = ctx.state.get("_snap_state")
+    out = set()
+    while snap and snap not in out and st is not None:
+        out.add(snap)
+        s = st.snaps.get(snap)
+        snap = s.parent if s is not None else 0
+    return out
+
+
+def _missing_subvols(st: _State) -> None:
+    """A leaf naming a subvolume that does not exist (its key was lost): the
+    subvolume is made again, on that leaf, with the root directory that names it."""
+    from ...snapshots.values import Subvolume
+
+    ctx, snaps = st.ctx, st.snaps
+    on = {sv.snapshot for sv in st.subvols.values()}
+    for sid in sorted(snaps, reverse=True):
+        s = snaps[sid]
+        vid = s.subvol
+        if not vid or s.children or vid in st.subvols or sid in on:
+            continue   # (a subvolume on the leaf: its field is what is wrong, _owners)
+        inum = _root_inode_of(ctx, vid, sid)
+        where = loc(SV, (0, vid, 0))
+        if inum is None:
+            ctx.report("snapshot_bad_links", where, f"snapshot {sid} names subvolume {vid}, "
+                       "which does not exist, and no root directory names it", can_fix=False)
+            continue
+        tree = st.trees.get(s.tree)
+        flags = 0 if (tree is not None and tree.master_subvol == vid) or vid == ROOT_SUBVOL \
+            else int(SubvolumeFlags.snapshot)
+        fix = ctx.report("snapshot_bad_links", where,
+                         f"snapshot {sid} names subvolume {vid}, which does not exist: made "
+                         f"again (root directory {inum})")
+        st.put_subvol(Subvolume(vid, flags, sid, inum, 0 if vid == ROOT_SUBVOL else ROOT_SUBVOL),
+                      fix)
 
 
 def _subvolumes(st: _State) -> None:
@@ -157,17 +251,20 @@ def _subvolumes(st: _State) -> None:
     for vid in sorted(st.subvols):
         sv = st.subvols[vid]
         s = snaps.get(sv.snapshot)
-        if s is not None and not s.children:
+        other = st.subvols.get(s.subvol) if s is not None and s.subvol != vid else None
+        taken = other is not None and other.snapshot == sv.snapshot
+        if s is not None and not s.children and not taken:
             continue
         where = loc(SV, (0, vid, 0))
-        what = "does not exist" if s is None else "is an interior node"
+        what = ("does not exist" if s is None else "is an interior node" if s.children
+                else f"is subvolume {s.subvol}'s")
         named = [x for x in snaps.values() if x.subvol == vid and not x.children]
         if named:
             leaf = named[0]
             fix = ctx.report("subvol_bad_snapshot", where,
                              f"snapshot {sv.snapshot} {what}; leaf {leaf.id} names this "
                              "subvolume: moved there")
-        elif s is not None and len(s.children) < 2:
+        elif s is not None and len(s.children) < 2 and not taken:
             leaf = Snapshot(st.new_id(), 0, s.id, 0, 0, vid, s.tree, s.depth + 1)
             fix = ctx.report("subvol_bad_snapshot", where,
                              f"snapshot {sv.snapshot} {what}; a new leaf {leaf.id} below it "
@@ -185,7 +282,8 @@ def _subvolumes(st: _State) -> None:
             st.put_tree(SnapshotTree(tid, vid, leaf.id), fix)
         else:
             ctx.report("subvol_bad_snapshot", where,
-                       f"snapshot {sv.snapshot} {what} with two children", can_fix=False)
+                       f"snapshot {sv.snapshot} {what}, and no leaf names this subvolume",
+                       can_fix=False)
             continue
         sv.snapshot = leaf.id
         st.put_subvol(sv, fix)

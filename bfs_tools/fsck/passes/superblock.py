@@ -18,6 +18,11 @@ def run(ctx) -> None:
             continue
         name = "sb_primary_bad" if c.offset == SB_OFFSET else "sb_backup_bad"
         ctx.report(name, f"superblock copy at byte {c.offset}", c.status)
+    note = getattr(store, "check_metadata_fix", None)
+    if note:
+        ctx.report("sb_metadata_mismatch", "superblock", note)
+    if rr.layout_problem:
+        ctx.report("sb_layout_bad", "superblock layout", rr.layout_problem)
     # as found before a writable open rewrote it (runner.open_for_check)
     layout = getattr(store, "check_layout", None)
     if layout is None and not hasattr(store, "check_layout"):
