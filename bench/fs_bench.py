@@ -94,16 +94,16 @@ def run(work: Path, runs: int, Row, measure, sparse, fmt_time) -> list:
         what = f"populate {label} ({files:,} files, {size / 2**20:.0f} MiB)"
         row = Row("fs", what, measure([BFS, "format", str(bfs_img), "--force", "--source",
                                        str(src)], runs=n,
-                                      prepare=lambda: sparse(bfs_img, img_size)))
+                                      prepare=lambda p=bfs_img, s=img_size: sparse(p, s)))
         inodes = str(files * 2 + 1000)
         if shutil.which("mke2fs"):
             row.peers["mke2fs -t ext4 -d"] = measure(
                 ["mke2fs", "-q", "-F", "-t", "ext4", "-N", inodes, "-d", str(src), str(ext_img)],
-                runs=n, prepare=lambda: sparse(ext_img, img_size))
+                runs=n, prepare=lambda p=ext_img, s=img_size: sparse(p, s))
         if shutil.which("mkfs.btrfs"):
             row.peers["mkfs.btrfs --rootdir"] = measure(
                 ["mkfs.btrfs", "-q", "-f", "--rootdir", str(src), str(btr_img)],
-                runs=n, prepare=lambda: sparse(btr_img, img_size))
+                runs=n, prepare=lambda p=btr_img, s=img_size: sparse(p, s))
         row.note = (f"image {img_size >> 20} MiB; bfs image allocates "
                     f"{bfs_img.stat().st_blocks * 512 / 2**20:.0f} MiB")
         rows.append(row)
@@ -133,12 +133,19 @@ def run(work: Path, runs: int, Row, measure, sparse, fmt_time) -> list:
     sparse(img, 2 * BIG + (256 << 20))
     subprocess.run([BFS, "format", str(img), "--force"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([BFS, "put", str(img), str(big), "/big"], check=True)
+    empty = work / "empty"
+    empty.write_bytes(b"")
+    subprocess.run([BFS, "put", str(img), str(empty), "/empty"], check=True)
     n = max(1, min(runs, 3))
     ours = measure([BFS, "cat", str(img), "/big"], runs=n)
     dd = measure(["dd", f"if={big}", "of=/dev/null", "bs=4M", "status=none"], runs=n)
+    start = measure([BFS, "cat", str(img), "/empty"], runs=n)   # process start, open, resolve
     row = Row("fs", "cat 1 GiB file", ours, {"dd bs=4M": dd})
+    stream = max(ours.median - start.median, 1e-6)
     row.note = (f"bfs {BIG / ours.median / 2**20:,.0f} MiB/s, dd {BIG / dd.median / 2**20:,.0f} "
-                f"MiB/s: {dd.median / ours.median:.0%} of dd (goal >= 80%)")
+                f"MiB/s: {dd.median / ours.median:.0%} of dd (goal >= 80%); without the "
+                f"{fmt_time(start.median)} start-up (cat of an empty file): "
+                f"{BIG / stream / 2**20:,.0f} MiB/s, {dd.median / stream:.0%} of dd")
     rows.append(row)
     img.unlink(missing_ok=True)
     return rows

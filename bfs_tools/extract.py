@@ -21,7 +21,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .errors import DeviceError, ExistsError, FormatError, IsADirError
+from .errors import DeviceError, ExistsError, FormatError, IsADirError, NotADirError
 from .formats.ids import KeyType
 from .fs.data import SECTOR, ReadContext, key_data, visible_extents
 from .fs.dirent import name_problem
@@ -62,6 +62,10 @@ class Extractor:
     def get(self, src: Resolved, dest: str, *, recursive: bool) -> ExtractReport:
         """cp semantics: into an existing directory under the source's name, else as dest."""
         name = src.name.decode("utf-8", "surrogateescape") if src.name else None
+        if dest.endswith("/") and dest.strip("/"):
+            if not src.inode.is_dir and not os.path.isdir(dest):
+                raise NotADirError(f"{dest}: not a directory")
+            dest = dest.rstrip("/")
         if os.path.isdir(dest) and not os.path.islink(dest):
             parent_dir, out_name = dest, name
             if out_name is None:            # get / into an existing dir: its contents
@@ -83,9 +87,11 @@ class Extractor:
             if src.inode.is_dir:
                 try:
                     os.mkdir(out, 0o700, dir_fd=fd)
+                    sub = os.open(out, DIR_FLAGS, dir_fd=fd)
                 except FileExistsError:
                     raise ExistsError(f"{dest}: already exists") from None
-                sub = os.open(out, DIR_FLAGS, dir_fd=fd)
+                except OSError as e:
+                    raise DeviceError(f"{dest}: {e.strerror}") from None
                 try:
                     self._xattrs(src.where, sub, src.path)
                     self._tree(src.where, src.inode, sub, src.path)

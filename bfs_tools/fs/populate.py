@@ -149,6 +149,11 @@ class Populator:
         self.batch_bytes = 0
         self.writer = DataWriter(self.store, self.store.sb.data_csum_type)
         self.progress = progress
+        try:     # the image itself, when it lies inside the source tree, is not copied
+            st = os.fstat(self.store.dev.fd)
+            self.image_key = (st.st_dev, st.st_ino)
+        except (AttributeError, OSError):
+            self.image_key = None
 
     # --------------------------------------------------------------- batching
 
@@ -245,6 +250,9 @@ class Populator:
         fs = self.fs
         mode = st.st_mode
         key = (st.st_dev, st.st_ino)
+        if key == self.image_key:
+            self.report.problems.append(f"{path}: is the image being written; skipped")
+            return None
         if not stat.S_ISDIR(mode) and st.st_nlink > 1 and key in self.links:
             return self._hardlink(self.links[key], parent, name)
         fd = None

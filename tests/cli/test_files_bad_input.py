@@ -28,13 +28,19 @@ def one_line_error(r, needle: str) -> None:
 
 
 def digest_all(bfs, img) -> dict[str, str]:
-    """{path: sha256} of every regular file, read through the CLI."""
+    """{path: sha256} of every regular file: the listing through the CLI, the data
+    through the Python API (one process, not one per file)."""
     out = {}
-    for d in json.loads(bfs("ls", img, "/", "-R", "--json").out):
-        for e in d["entries"]:
-            if e["type"] == "file":
-                p = d["path"].rstrip("/") + "/" + e["name"]
-                out[p] = hashlib.sha256(bfs("cat", img, p).out).hexdigest()
+    with Filesystem.open(str(img)) as fs:
+        for d in json.loads(bfs("ls", img, "/", "-R", "--json").out):
+            for e in d["entries"]:
+                if e["type"] == "file":
+                    p = d["path"].rstrip("/") + "/" + e["name"]
+                    r = fs.resolve(p)
+                    h = hashlib.sha256()
+                    for chunk in fs.iter_read(r.where, r.inode, p):
+                        h.update(chunk)
+                    out[p] = h.hexdigest()
     return out
 
 
@@ -337,6 +343,12 @@ def test_host_side_errors(bfs, img, tmp_path):
     bfs("get", img, "/dir", tmp_path / "out", "-r")
     r = bfs("get", img, "/dir", tmp_path / "out", "-r", check_rc=1)      # exists already
     one_line_error(r, "already exists")
+    bfs("get", img, "/dir", f"{tmp_path}/slash/", "-r")              # a trailing slash
+    assert (tmp_path / "slash" / "sub" / "x").read_bytes() == b"a file"
+    r = bfs("get", img, "/file", f"{tmp_path}/nf/", check_rc=1)
+    one_line_error(r, "not a directory")
+    r = bfs("get", img, "/dir", tmp_path / "missing" / "x", "-r", check_rc=6)
+    one_line_error(r, "No such file or directory")
     r = bfs("ls", tmp_path / "not-an-image", "/", check_rc=6)
     (tmp_path / "zero.img").write_bytes(b"")
     r = bfs("cat", tmp_path / "zero.img", "/f", check_rc=3)

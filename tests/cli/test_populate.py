@@ -143,3 +143,16 @@ def test_many_small_files_and_wide_directory(bfs, new_image, tmp_path):
     bfs("get", img, "/", out, "-r")
     assert_same(before, describe_host(out))
     assert not verify_image(img)
+
+
+def test_the_image_inside_its_source_tree_is_not_copied(bfs, new_image, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    img = new_image("src/inside.img")
+    r = bfs("format", img, "--size", "64M", "--source", src)
+    assert "inside.img: is the image being written; skipped" in r.errtext
+    assert [e["name"] for e in json.loads(bfs("ls", img, "/", "--json").out)] == ["a"]
+    r = bfs("put", img, src, "/again", "-r", check_rc=1)
+    assert "is the image being written" in r.errtext
+    assert not verify_image(img)
