@@ -203,8 +203,10 @@ class Store(JournalOwner):
             write_superblock(self.dev, sb)
         if plan is not None and plan.entries:
             self._replay(plan, strict_journal)
-        if not self.read_only and not self.was_clean:
+        if not self.read_only and not self.was_clean and not self.btrees.lenient:
             # make the recovered state durable, so the whole journal ring is free again
+            # (a check, lenient, does it when it ends: writing needs allocations, and
+            # it trusts no alloc info before its alloc pass)
             self.write_all()
             self.commit()
         self._opened_nodes_written = 0

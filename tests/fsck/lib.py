@@ -142,6 +142,7 @@ def run_cli(*argv, timeout: float | None = 30.0) -> Run:
     old_handler = None
     debug = os.environ.pop("BFS_DEBUG", None)
     output._console = output._err_console = None
+    _reset_cli_state()
     if timeout:
         def on_alarm(signum, frame):
             raise Timeout(f"bfs {' '.join(map(str, argv))}: still running after {timeout} s")
@@ -165,6 +166,16 @@ def run_cli(*argv, timeout: float | None = 30.0) -> Run:
             os.environ["BFS_DEBUG"] = debug
         output._console = output._err_console = None
     return Run(rc, out.value(), err.value())
+
+
+def _reset_cli_state() -> None:
+    """Module state a command keeps for its process (a fresh process has none)."""
+    files_cmd = sys.modules.get("bfs_tools.cli.files_cmd")
+    damaged = getattr(files_cmd, "_DAMAGED", None)
+    if isinstance(damaged, list):
+        damaged.clear()
+    elif damaged is not None:
+        files_cmd._DAMAGED = False
 
 
 # ---------------------------------------------------------------- normalising

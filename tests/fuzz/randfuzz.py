@@ -116,9 +116,10 @@ def run_commands(img: Path, cmds: list[list[str]]) -> list[str]:
             problems.append(f"hang: {e}")
             continue
         if r.crashed or r.rc not in DOCUMENTED:
-            problems.append(f"bfs {' '.join(cmd)}: {r}")
+            problems.append(f"bfs {' '.join(cmd)}: exit {r.rc}: {r.err[-2000:]}")
         elif r.rc and not _one_clear_error(r.err):
-            problems.append(f"bfs {' '.join(cmd)}: unclear error output: {r}")
+            problems.append(f"bfs {' '.join(cmd)}: exit {r.rc}, unclear error output: "
+                            f"{r.err[-2000:]!r}")
         if cmd[0] == "get":
             shutil.rmtree(argv[3], ignore_errors=True)
     return problems
