@@ -140,3 +140,123 @@ def test_data_writer_refuses_to_reuse_space_in_one_transaction(formatted):
     with Filesystem.open(str(img), write=True) as fs:
         fs.create(fs.root(), b"fits", stat.S_IFREG | 0o644, data=b"x" * (5 << 20))
     assert not verify_image(img)
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_random_namespace_workload_matches_a_model(formatted, seed):
+    """create/mkdir/link/symlink/rename/unlink/write at random through the API,
+    against a model; the image must match it and stay consistent (and `bfs check
+    -n` runs on it after the test)."""
+    img = formatted("64M")
+    rnd = random.Random(seed)
+    files: dict[int, bytes] = {}                 # model inode -> contents
+    tree: dict[str, tuple[str, int | None]] = {"/": ("dir", None)}   # path -> (kind, inode)
+    next_id = iter(range(1, 1 << 30))
+
+    def dirs() -> list[str]:
+        return [p for p, (k, _) in tree.items() if k == "dir"]
+
+    def child(d: str) -> str:
+        return d.rstrip("/") + "/" + rnd.choice("abcdefgh") + str(rnd.randrange(6))
+
+    def under(p: str, d: str) -> bool:
+        return p == d or p.startswith(d.rstrip("/") + "/")
+
+    with Filesystem.open(str(img), write=True) as fs:
+        def parent_of(p: str):
+            r = fs.resolve(p.rsplit("/", 1)[0] or "/")
+            return r.where, p.rsplit("/", 1)[1].encode()
+
+        for _ in range(600):
+            op = rnd.choice(["file", "file", "mkdir", "link", "symlink", "rename", "unlink",
+                             "write"])
+            if op in ("file", "mkdir", "symlink"):
+                p = child(rnd.choice(dirs()))
+                if p in tree:
+                    continue
+                w, name = parent_of(p)
+                if op == "file":
+                    data = rnd.randbytes(rnd.choice([0, 10, 3000, 5000, 70_000]))
+                    fs.create(w, name, stat.S_IFREG | 0o644, data=data)
+                    i = next(next_id)
+                    files[i] = data
+                    tree[p] = ("file", i)
+                elif op == "mkdir":
+                    fs.create(w, name, stat.S_IFDIR | 0o755)
+                    tree[p] = ("dir", None)
+                else:
+                    fs.create(w, name, stat.S_IFLNK | 0o777, symlink=b"target")
+                    tree[p] = ("symlink", None)
+            elif op == "link":
+                srcs = [p for p, (k, _) in tree.items() if k == "file"]
+                p = child(rnd.choice(dirs()))
+                if not srcs or p in tree:
+                    continue
+                s = rnd.choice(srcs)
+                w, name = parent_of(p)
+                fs.link(fs.resolve(s).where, w, name)
+                tree[p] = tree[s]
+            elif op == "rename":
+                cands = [p for p in tree if p != "/"]
+                if not cands:
+                    continue
+                s = rnd.choice(cands)
+                d = child(rnd.choice(dirs()))
+                kind = tree[s][0]
+                if under(d, s) or d in tree and (tree[d][0] == "dir") != (kind == "dir") or \
+                        d in tree and kind == "dir" and any(under(q, d) and q != d for q in tree):
+                    continue
+                sw, sn = parent_of(s)
+                dw, dn = parent_of(d)
+                fs.rename(sw, sn, dw, dn)
+                if s == d or kind == "file" and tree.get(d) == tree[s]:
+                    continue            # the same file: rename(2) does nothing
+                moved = {q: v for q, v in tree.items() if under(q, s)}
+                for q in moved:
+                    del tree[q]
+                if d in tree:
+                    del tree[d]
+                for q, v in moved.items():
+                    tree[d + q[len(s):]] = v
+            elif op == "unlink":
+                cands = [p for p in tree if p != "/" and not (
+                    tree[p][0] == "dir" and any(under(q, p) and q != p for q in tree))]
+                if not cands:
+                    continue
+                p = rnd.choice(cands)
+                w, name = parent_of(p)
+                fs.unlink(w, name, allow_dir=True)
+                del tree[p]
+            else:
+                srcs = [p for p, (k, _) in tree.items() if k == "file"]
+                if not srcs:
+                    continue
+                p = rnd.choice(srcs)
+                i = tree[p][1]
+                off = rnd.randrange(0, len(files[i]) + 5000)
+                data = rnd.randbytes(rnd.randrange(1, 9000))
+                fs.write(fs.resolve(p).where, off, data, p)
+                cur = bytearray(files[i])
+                cur.extend(bytes(max(0, off - len(cur))))
+                cur[off:off + len(data)] = data
+                files[i] = bytes(cur)
+        # compare the whole namespace with the model
+        seen = {}
+        todo = ["/"]
+        while todo:
+            d = todo.pop()
+            for e in fs.readdir(fs.resolve(d).where):
+                p = d.rstrip("/") + "/" + e.name.decode()
+                ino = fs.inode(e.where)
+                kind = "dir" if ino.is_dir else "symlink" if ino.is_lnk else "file"
+                seen[p] = kind
+                if kind == "dir":
+                    todo.append(p)
+                elif kind == "file":
+                    i = tree[p][1]
+                    assert b"".join(fs.iter_read(e.where, ino, p)) == files[i], p
+                    assert ino.nlink == sum(1 for v in tree.values() if v == ("file", i)), p
+        assert seen == {p: k for p, (k, _) in tree.items() if p != "/"}
+        assert len(seen) > 40 and sum(1 for k in seen.values() if k == "dir") > 5
+    problems = verify_image(img)
+    assert not problems, problems[:10]
