@@ -396,12 +396,40 @@ def _only_unrepairable(r) -> bool:
     return bool(lines) and all(x.endswith("[cannot fix]") for x in lines)
 
 
+def save_case(case: Case, bases: Bases, work: Path, why: str) -> Path:
+    """Keep the image of a field case (as mutated, before any check) as a crasher."""
+    from tests.fuzz.randfuzz import save
+
+    site = SITES[case.site]
+    site_img, offsets = prepare(case.site, bases)
+    img = work / "save.img"
+    shutil.copyfile(site_img, img)
+    if not case.resealed and isinstance(site, SuperblockSite):
+        offsets = site.locate_raw(img)
+    for off in offsets:
+        old = lib.read_raw(img, off + case.offset, case.width)
+        lib.write_raw(img, off + case.offset, mutate(old, case.verb))
+    if case.resealed:
+        site.reseal(img, offsets) if isinstance(site, SuperblockSite) else site.reseal(img)
+    cmds = [["check", "-n", "--verify-data", "IMG"], ["dump", "super", "IMG"],
+            ["dump", "journal", "IMG"], ["dump", "btree", "IMG", "inodes"],
+            ["ls", "IMG", "/", "-R", "-l"], ["get", "IMG", "/", "OUT/get", "-r"]]
+    name = re.sub(r"[^A-Za-z0-9.+-]", "-", case.name).replace("+", "plus")
+    how = (f"Found by the field fuzzer: `python -m tests.fuzz.fieldfuzz --only {case.name}` "
+           f"({case.verb} on field {case.field} of {site.struct} at {site.what}, "
+           f"{'checksum resealed' if case.resealed else 'raw'}).")
+    return save(img, f"field-{name}", {"field_case": case.name, "commands": cmds}, how, why)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--only", default="", help="cases whose name contains this")
     ap.add_argument("--exclude", default=None, help="but not this")
     ap.add_argument("--stop", action="store_true", help="stop at the first failure")
+    ap.add_argument("--save", default=None, metavar="WHY",
+                    help="keep each selected case's image under fixtures/fuzz (a crasher: "
+                         "WHY says what it did)")
     a = ap.parse_args(argv)
     todo = [c for c in cases() if a.only in c.name
             and (a.exclude is None or a.exclude not in c.name)]
@@ -414,6 +442,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bases = Bases(Path(tmp))
         for i, c in enumerate(todo):
+            if a.save is not None:
+                print(f"kept {save_case(c, bases, Path(tmp), a.save)}")
             probs = run_case(c, bases, Path(tmp))
             if probs:
                 failed += 1

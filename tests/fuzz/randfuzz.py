@@ -115,9 +115,10 @@ def run_commands(img: Path, cmds: list[list[str]]) -> list[str]:
         except lib.Timeout as e:
             problems.append(f"hang: {e}")
             continue
-        if r.crashed or r.rc not in DOCUMENTED:
+        codes = CHECK_CODES if cmd[0] == "check" else DOCUMENTED
+        if r.crashed or r.rc not in codes:
             problems.append(f"bfs {' '.join(cmd)}: exit {r.rc}: {r.err[-2000:]}")
-        elif r.rc and not _one_clear_error(r.err):
+        elif r.rc and cmd[0] != "check" and not _one_clear_error(r.err):
             problems.append(f"bfs {' '.join(cmd)}: exit {r.rc}, unclear error output: "
                             f"{r.err[-2000:]!r}")
         if cmd[0] == "get":
@@ -182,36 +183,44 @@ def minimise(case: Case, bases: Bases, work: Path) -> Case:
     return Case(case.seed, case.unclean, case.target, flips)
 
 
-def keep(case: Case, bases: Bases, work: Path, problems: list[str]) -> Path:
-    """Save a minimised crasher under fixtures/fuzz/."""
-    base, m = bases.get(case.unclean)
-    img = work / "keep.img"
-    apply(case, base, img)
-    name = f"seed-{case.seed:05d}"
+def save(img: Path, name: str, info: dict, how: str, failure: str) -> Path:
+    """Keep a crasher's image under fixtures/fuzz/NAME/ (image.xz, case.json, README)."""
     dest = CRASHERS / name
     dest.mkdir(parents=True, exist_ok=True)
     with open(img, "rb") as f, lzma.open(dest / "image.xz", "wb", preset=9) as out:
         shutil.copyfileobj(f, out)
-    rng = random.Random(case.seed ^ 0x5EED)
-    info = {"seed": case.seed, "unclean": case.unclean, "target": case.target,
-            "flips": case.flips, "commands": commands(rng, m, Path("OUT")),
-            "failure": problems[0][:2000] if problems else ""}
+    info = dict(info, failure=failure[:2000])
     (dest / "case.json").write_text(json.dumps(info, indent=1) + "\n")
     (dest / "README").write_text(
-        f"# fuzz crasher {name}\n\nFound by `python -m tests.fuzz.randfuzz --seeds "
-        f"{case.seed}:{case.seed + 1}`: bytes {case.flips} of {case.target} changed "
-        f"({'unclean' if case.unclean else 'clean'} base image), minimised. Replayed by "
-        "tests/fuzz/test_crashers.py: the commands in case.json and check -y must not "
-        "crash, must stay bounded, and repair must converge.\n\nFirst failure seen:\n\n"
-        + "\n".join("    " + x for x in (problems[0] if problems else "").splitlines()[:30])
-        + "\n")
+        f"# fuzz crasher {name}\n\n{how}\n\nReplayed by tests/fuzz/test_crashers.py: the "
+        "commands in case.json and check -y must not crash, must stay bounded, and repair "
+        "must converge.\n\nFailure seen when it was found:\n\n"
+        + "\n".join("    " + x for x in failure.splitlines()[:30]) + "\n")
     return dest
+
+
+def keep(case: Case, bases: Bases, work: Path, problems: list[str],
+         minimised: bool = True) -> Path:
+    """Save a (minimised) random-fuzz case under fixtures/fuzz/."""
+    base, m = bases.get(case.unclean)
+    img = work / "keep.img"
+    apply(case, base, img)
+    rng = random.Random(case.seed ^ 0x5EED)
+    info = {"seed": case.seed, "unclean": case.unclean, "target": case.target,
+            "flips": case.flips, "commands": commands(rng, m, Path("OUT"))}
+    kind = "unclean" if case.unclean else "clean"
+    how = (f"Found by `python -m tests.fuzz.randfuzz --seeds {case.seed}:{case.seed + 1}`: "
+           f"bytes {case.flips} of {case.target} changed ({kind} base image)"
+           + (", minimised." if minimised else "."))
+    return save(img, f"seed-{case.seed:05d}", info, how, problems[0] if problems else "")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0:100", help="START:END")
     ap.add_argument("--keep", action="store_true", help="minimise and keep crashers")
+    ap.add_argument("--save", default=None, metavar="WHY",
+                    help="keep every case of the range (a fixed crasher), WHY in its README")
     ap.add_argument("--stop", action="store_true")
     a = ap.parse_args(argv)
     lo, hi = map(int, a.seeds.split(":"))
@@ -222,6 +231,8 @@ def main(argv=None) -> int:
         for seed in range(lo, hi):
             case = make_case(seed, bases)
             problems = run_case(case, bases, work)
+            if a.save is not None:
+                print(f"kept {keep(case, bases, work, problems or [a.save], minimised=False)}")
             if problems:
                 failed += 1
                 print(f"FAIL seed {seed} {case.target} {case.flips}")

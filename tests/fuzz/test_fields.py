@@ -12,7 +12,7 @@ from tests.fuzz import fieldfuzz
 
 FULL = os.environ.get("BFS_FUZZ_FULL") == "1"
 SEED = int(os.environ.get("BFS_FUZZ_SEED", "1"))
-SLICE = int(os.environ.get("BFS_FUZZ_FIELDS", "40"))
+SLICE = int(os.environ.get("BFS_FUZZ_FIELDS", "60"))
 
 ALL = fieldfuzz.cases()
 CASES = ALL if FULL else random.Random(SEED).sample(ALL, min(SLICE, len(ALL)))

@@ -11,7 +11,7 @@ from tests.fuzz import fieldfuzz, randfuzz
 
 FULL = os.environ.get("BFS_FUZZ_FULL") == "1"
 START = int(os.environ.get("BFS_FUZZ_SEED", "0"))
-COUNT = 10000 if FULL else int(os.environ.get("BFS_FUZZ_RANDOM", "120"))
+COUNT = 10000 if FULL else int(os.environ.get("BFS_FUZZ_RANDOM", "300"))
 SEEDS = range(START, START + COUNT)
 
 
