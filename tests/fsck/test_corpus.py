@@ -44,10 +44,22 @@ def test_corpus_size():
         "--update`")
 
 
+COMMANDS = [["dump", "super", "IMG"], ["dump", "journal", "IMG"],
+            ["dump", "btree", "IMG", "inodes"], ["dump", "btree", "IMG", "dirents", "--json"],
+            ["dump", "alloc", "IMG"], ["ls", "IMG", "/", "-R", "-l"],
+            ["cat", "IMG", "/docs/a.txt"], ["cat", "IMG", "/many/f007"]]
+
+
 @pytest.mark.parametrize("fixture", DIRS, ids=[p.name for p in DIRS])
 def test_fixture(fixture: Path, tmp_path: Path):
     img = unpack(fixture, tmp_path)
     args = (fixture / "args").read_text().split() if (fixture / "args").exists() else []
+    # the damaged image first: every command ends cleanly, or with one clear error
+    from tests.fuzz.randfuzz import run_commands
+
+    cmds = COMMANDS + [["get", "IMG", "/", str(tmp_path / "out"), "-r"]]
+    problems = run_commands(img, cmds)
+    assert not problems, "\n".join(problems)
     r1, r2 = lib.corpus_runs(img, args)
     got1, got2 = lib.render(r1, img), lib.render(r2, img)
     want1, want2 = (fixture / "expect.1").read_text(), (fixture / "expect.2").read_text()
