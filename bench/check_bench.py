@@ -1,0 +1,186 @@
+"""`bfs check -n` against the peer checkers, side by side on the same content.
+
+Two trees: the Python standard library (without site-packages, ~7,700 files)
+and a generated tree of 100,000 small files (100 directories of 1,000 files of
+0..3,000 bytes). Each tree is put into one image per filesystem without a
+mount: `bfs format --source`, `mke2fs -d`, `mkfs.btrfs --rootdir`, and
+`mkfs.xfs -p` with a prototype file (xfs_repair is skipped, with a note, when
+mkfs.xfs cannot do that). Then whole-process time (median) and peak memory of
+`bfs check -n`, `e2fsck -fn`, `btrfs check --readonly` and `xfs_repair -n`.
+
+    python bench/run.py --only check
+    python bench/check_bench.py --profile IMAGE     # where bfs check spends its time
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+FILES = 100_000
+DIRS = 100
+
+
+def stdlib_tree(work: Path) -> Path:
+    dest = work / "stdlib"
+    if not dest.exists():
+        src = Path(sysconfig.get_paths()["stdlib"])
+        shutil.copytree(src, dest, symlinks=True,
+                        ignore=shutil.ignore_patterns("site-packages"))
+    return dest
+
+
+def small_files_tree(work: Path) -> Path:
+    dest = work / "small-files"
+    if dest.exists():
+        return dest
+    rng = random.Random(1)
+    for d in range(DIRS):
+        dp = dest / f"d{d:03d}"
+        dp.mkdir(parents=True)
+        for f in range(FILES // DIRS):
+            size = rng.choice([0, 10, 100, 500, 1000, 3000])
+            (dp / f"f{f:04d}").write_bytes(os.urandom(size) if size > 1000 else b"x" * size)
+    return dest
+
+
+def tree_bytes(tree: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(tree):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def protofile(tree: Path, dest: Path) -> Path:
+    """An xfs prototype file describing `tree` (regular files, dirs, symlinks)."""
+    lines = ["/dev/null", "0 0", "d--755 0 0"]
+
+    def walk(d: Path, depth: int) -> None:
+        for e in sorted(d.iterdir()):
+            name = e.name
+            if " " in name or not name.isprintable():
+                continue
+            pad = " " * depth
+            if e.is_symlink():
+                lines.append(f"{pad}{name} l--777 0 0 {os.readlink(e)}")
+            elif e.is_dir():
+                lines.append(f"{pad}{name} d--755 0 0")
+                walk(e, depth + 1)
+                lines.append(f"{pad}$")
+            elif e.is_file():
+                lines.append(f"{pad}{name} ---644 0 0 {e}")
+    walk(tree, 1)
+    lines.append("$")
+    dest.write_text("\n".join(lines) + "\n")
+    return dest
+
+
+def images(work: Path, tree: Path, label: str, bfs: str) -> dict[str, tuple[Path, str]]:
+    """label -> (image, note) for every filesystem that could be populated."""
+    size = max(1 << 30, (tree_bytes(tree) * 3) // (1 << 20) << 20)
+    nfiles = sum(len(f) + len(d) for _r, d, f in os.walk(tree))
+    out = {}
+
+    def sparse(p: Path) -> Path:
+        if p.exists():
+            p.unlink()
+        with open(p, "wb") as f:
+            f.truncate(size)
+        return p
+
+    img = work / f"{label}.bfs"
+    if img.exists():
+        img.unlink()
+    subprocess.run([bfs, "format", str(img), "--size", str(size), "--source", str(tree)],
+                   check=True, stdout=subprocess.DEVNULL)
+    out["bfs"] = (img, "")
+    if shutil.which("mke2fs"):
+        p = sparse(work / f"{label}.ext4")
+        r = subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-N", str(nfiles * 2 + 1024),
+                            "-d", str(tree), str(p)], capture_output=True)
+        if r.returncode == 0:
+            out["ext4"] = (p, "")
+    if shutil.which("mkfs.btrfs"):
+        p = sparse(work / f"{label}.btrfs")
+        r = subprocess.run(["mkfs.btrfs", "-q", "-f", "--rootdir", str(tree), str(p)],
+                           capture_output=True)
+        if r.returncode == 0:
+            out["btrfs"] = (p, "")
+    if shutil.which("mkfs.xfs"):
+        p = sparse(work / f"{label}.xfs")
+        proto = protofile(tree, work / f"{label}.proto")
+        r = subprocess.run(["mkfs.xfs", "-q", "-f", "-p", str(proto), str(p)],
+                           capture_output=True, text=True)
+        if r.returncode == 0:
+            out["xfs"] = (p, "")
+        else:
+            out["xfs"] = (None, "xfs skipped: mkfs.xfs -p could not populate the image "
+                                f"({r.stderr.strip().splitlines()[-1:] or r.returncode})")
+    return out
+
+
+def run(work: Path, runs: int, bench) -> list:
+    bfs = bench.BFS
+    rows = []
+    for label, make in (("stdlib", stdlib_tree), ("100k-files", small_files_tree)):
+        tree = make(work)
+        imgs = images(work, tree, label, bfs)
+        nfiles = sum(len(f) for _r, _d, f in os.walk(tree))
+        img, _ = imgs["bfs"]
+        row = bench.Row("check", f"check -n, {label} ({nfiles} files)",
+                        bench.measure([bfs, "check", "-n", str(img)], runs=runs))
+        notes = [f"bfs peak {row.ours.peak_kib / 1024:.0f} MiB"]
+        peers = {"ext4": ("e2fsck -fn", ["e2fsck", "-fn"]),
+                 "btrfs": ("btrfs check --readonly", ["btrfs", "check", "--readonly"]),
+                 "xfs": ("xfs_repair -n", ["xfs_repair", "-n", "-f"])}
+        for fs, (name, cmd) in peers.items():
+            got = imgs.get(fs)
+            if got is None:
+                continue
+            p, note = got
+            if p is None:
+                notes.append(note)
+                continue
+            t = bench.measure(cmd + [str(p)], runs=runs)
+            row.peers[name] = t
+            notes.append(f"{name} peak {t.peak_kib / 1024:.0f} MiB"
+                         + (f" (rc {t.rc})" if t.rc else ""))
+        row.note = "; ".join(notes)
+        rows.append(row)
+        for p, _note in imgs.values():
+            if p is not None:
+                p.unlink(missing_ok=True)
+    return rows
+
+
+def profile(image: str) -> None:
+    """cProfile of `bfs check -n IMAGE`: the passes, then the hottest functions."""
+    import cProfile
+    import pstats
+
+    from bfs_tools.cli.main import main
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        main(["check", "-n", "-v", image])
+    except SystemExit:
+        pass
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--profile":
+        profile(sys.argv[2])
+    else:
+        print(__doc__)
