@@ -190,6 +190,14 @@ def snapshots(work: Path, runs: int) -> list[Row]:
     return snapshot_bench.run(work, runs, sys.modules[__name__])
 
 
+@bench
+def check(work: Path, runs: int) -> list[Row]:
+    sys.path.insert(0, str(HERE))
+    import check_bench
+
+    return check_bench.run(work, runs, sys.modules[__name__])
+
+
 def render(rows: list[Row]) -> str:
     out = ["| benchmark | bfs (median) | peer | peer (median) | ratio bfs/peer | bfs peak RSS | notes |",
            "|---|---:|---|---:|---:|---:|---|"]
