@@ -287,8 +287,8 @@ def run_passes(ctx: CheckContext, *, progress=None) -> None:
         fn(ctx)
         if name == "topology":
             protect_in_use(ctx)
-        if name not in ("xattrs",):
-            ctx.state.pop("inodes", None)   # the pass may have changed inodes
+        if name in ("snapshot_cleanup", "directory_structure"):
+            ctx.state.pop("inodes", None)   # changes made without a fsck Batch
         ctx.timings[name] = time.monotonic() - t
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import BfsError
 from ..formats.constants import U32_MAX
 from ..formats.ids import BtreeId, KeyType
-from ..fs.inode import Inode, decode_inode
+from ..fs.inode import Inode, InodeValue, decode_inode
 from ..keys import fmt_pos
 from ..snapshots.table import SnapshotTable
 
@@ -28,13 +28,27 @@ def table(ctx) -> SnapshotTable:
 
 
 def visible_set(ctx, snap: int) -> frozenset[int]:
-    try:
-        return table(ctx).ancestors(snap)
-    except BfsError:
-        return frozenset({snap})
+    cache = ctx.state.get("visible")
+    if cache is None or cache[0] is not ctx.state.get("table"):
+        cache = ctx.state["visible"] = (table(ctx), {})
+    got = cache[1].get(snap)
+    if got is None:
+        try:
+            got = cache[0].ancestors(snap)
+        except BfsError:
+            got = frozenset({snap})
+        cache[1][snap] = got
+    return got
 
 
 def doomed(ctx, snap: int) -> bool:
+    cached = ctx.state.get("doomed")
+    if cached is not None:
+        return snap in cached
+    return _doomed(ctx, snap)
+
+
+def _doomed(ctx, snap: int) -> bool:
     """Is `snap` a node an interrupted snapshot deletion has yet to drop (dead) or
     fold into its only child? Its keys are being removed or moved in batches, so
     per-snapshot consistency does not hold for it until cleanup finishes (which
@@ -47,18 +61,79 @@ def doomed(ctx, snap: int) -> bool:
     return snap in cached
 
 
-def inode_versions(ctx) -> dict[int, list[tuple[int, Inode | None]]]:
-    """inum -> [(snapshot, Inode or None for a whiteout)] in ascending snapshot order."""
+_S_IFMT, _S_IFDIR, _S_IFREG, _S_IFLNK = 0o170000, 0o040000, 0o100000, 0o120000
+_INODE_SIZE = InodeValue.SIZE
+_unpack_inode = InodeValue.STRUCT.unpack_from
+
+
+class CInode:
+    """An inode version as the check caches it (every inode of the image is in
+    the cache: small, read-only). Its raw value is kept; copy() gives the full
+    fs Inode to change and write back."""
+
+    __slots__ = ("inum", "snapshot", "key_snapshot", "val", "mode", "nlink", "size",
+                 "sectors", "hash_seed", "subvol", "dir", "dir_offset")
+
+    @property
+    def is_dir(self) -> bool:
+        return self.mode & _S_IFMT == _S_IFDIR
+
+    @property
+    def is_reg(self) -> bool:
+        return self.mode & _S_IFMT == _S_IFREG
+
+    @property
+    def is_lnk(self) -> bool:
+        return self.mode & _S_IFMT == _S_IFLNK
+
+    def full(self) -> Inode:
+        from ..keys import Key
+
+        ino = decode_inode(Key((0, self.inum, self.key_snapshot), KeyType.inode, self.val))
+        ino.snapshot = self.snapshot
+        return ino
+
+    copy = full
+
+    def key(self, snapshot: int | None = None):
+        return self.full().key(snapshot)
+
+
+def cinode(k) -> CInode | None:
+    """The cached form of inode key k (None: not a decodable inode)."""
+    val = k.val
+    if len(val) != _INODE_SIZE:
+        return None
+    v = _unpack_inode(val)
+    c = CInode.__new__(CInode)
+    c.inum = k.pos[1]
+    c.snapshot = c.key_snapshot = k.pos[2]
+    c.val = val
+    c.mode, c.nlink, c.size, c.sectors = v[0], v[4], v[6], v[7]
+    c.hash_seed, c.subvol, c.dir, c.dir_offset = v[17], v[21], v[22], v[23]
+    return c
+
+
+def inode_versions(ctx) -> dict[int, list[tuple[int, CInode | None]]]:
+    """inum -> [(snapshot, CInode or None for a whiteout)] in ascending snapshot order."""
     cached = ctx.state.get("inodes")
     if cached is not None:
         return cached
-    out: dict[int, list[tuple[int, Inode | None]]] = {}
+    out: dict[int, list[tuple[int, CInode | None]]] = {}
+    inode_type = KeyType.inode
     for k in ctx.store.btrees.iter(BtreeId.inodes):
-        try:
-            ino = decode_inode(k) if k.type == KeyType.inode else None
-        except BfsError:
-            continue
-        out.setdefault(k.pos[1], []).append((k.pos[2], ino))
+        if k.type == inode_type:
+            ino = cinode(k)
+            if ino is None:
+                continue
+        else:
+            ino = None
+        pos = k.pos
+        vers = out.get(pos[1])
+        if vers is None:
+            out[pos[1]] = [(pos[2], ino)]
+        else:
+            vers.append((pos[2], ino))
     ctx.state["inodes"] = out
     return out
 
@@ -132,6 +207,9 @@ class Batch:
             return
         t, self.trans = self.trans, None
         self.n = 0
+        if not t.updates:
+            return
+        drop_inode_cache(self.ctx)   # the inodes the passes cache may have changed
         store = self.ctx.store
         if store.read_only or (not self.triggers and not self.ctx.state.get("alloc_trusted")):
             apply_direct(store, t.updates, t._sorted)

@@ -25,7 +25,6 @@ from ...formats.constants import NAME_MAX
 from ...formats.ids import BtreeId, DirentType, KeyType
 from ...fs import hashed
 from ...fs.dirent import Dirent, decode_dirent, dirent_key, name_problem
-from ...fs.filesystem import dtype_of
 from ...fs.inode import Inode
 from ...fs.strhash import name_hash
 from ...fs.xattr import decode_xattr, xattr_key
@@ -43,6 +42,10 @@ from ..util import (
 
 D, X, SV, INODES = BtreeId.dirents, BtreeId.xattrs, BtreeId.subvolumes, BtreeId.inodes
 VALID_DTYPES = {int(t) for t in DirentType if t != DirentType.unknown}
+_DTYPES = {stat.S_IFREG: DirentType.reg, stat.S_IFDIR: DirentType.dir,
+           stat.S_IFLNK: DirentType.lnk, stat.S_IFCHR: DirentType.chr,
+           stat.S_IFBLK: DirentType.blk, stat.S_IFIFO: DirentType.fifo,
+           stat.S_IFSOCK: DirentType.sock}   # fs.filesystem.dtype_of, as a table
 
 
 def run_dirents(ctx) -> None:
@@ -67,23 +70,33 @@ def run_dirents(ctx) -> None:
         return ps is not None and snap in visible_set(ctx, ps)
 
     batch = Batch(ctx)
+    vis_cache: dict[int, frozenset] = {}
+    dirent_t = KeyType.dirent
+
+    def owner(inum: int, snap: int, visible):
+        vers = versions.get(inum)
+        if vers is not None and len(vers) == 1 and vers[0][0] in visible:
+            return vers[0][1]   # the common case: one version, visible
+        return inode_for(ctx, versions, inum, snap)
+
     for k in list(bt.iter(D)):
-        if k.type != KeyType.dirent:
+        if k.type != dirent_t:
             continue
         try:
             d = decode_dirent(k.val)
         except BfsError:
             continue
         dir_inum, slot, snap = k.pos
-        if doomed(ctx, snap):
-            continue   # an interrupted snapshot deletion is still removing/moving it
-        visible = visible_set(ctx, snap)
-        where = loc(D, k.pos)
-        name = d.name.decode("utf-8", "backslashreplace")
-        dir_ino = inode_for(ctx, versions, dir_inum, snap)
+        visible = vis_cache.get(snap)
+        if visible is None:
+            if doomed(ctx, snap):
+                continue   # an interrupted snapshot deletion is still removing/moving it
+            visible = vis_cache[snap] = visible_set(ctx, snap)
+        pos0 = k.pos
+        dir_ino = owner(dir_inum, snap, visible)
         if dir_ino is None or not dir_ino.is_dir:
-            if ctx.act("dirent_in_non_dir", where,
-                       f"{name!r}: inode {dir_inum} is not a directory in snapshot {snap}; "
+            if ctx.act("dirent_in_non_dir", loc(D, pos0),
+                       f"{_name(d.name)!r}: inode {dir_inum} is not a directory in snapshot {snap}; "
                        "deleted"):
                 hashed.delete(batch.t(), D, k, snap, visible)
             continue
@@ -91,8 +104,8 @@ def run_dirents(ctx) -> None:
         if problem:
             t = batch.t()
             new_name = _new_name(t, d, dir_inum, dir_ino.hash_seed, visible)
-            if ctx.act("dirent_bad_name", where,
-                       f"{name!r}: {problem}; renamed "
+            if ctx.act("dirent_bad_name", loc(D, pos0),
+                       f"{_name(d.name)!r}: {problem}; renamed "
                        f"{new_name.decode('utf-8', 'backslashreplace')!r}"):
                 hashed.delete(t, D, k, snap, visible)
                 d = d._replace(name=new_name)
@@ -102,25 +115,27 @@ def run_dirents(ctx) -> None:
                 k = dirent_key((dir_inum, slot, snap), d)
                 t.update(D, k)
                 follow(ctx, t, versions, d, dir_inum, old_slot, slot, snap)
-                name = new_name.decode("utf-8", "backslashreplace")
             else:
                 continue
         else:
             # is it where a lookup finds it?
             h = name_hash(d.name, dir_ino.hash_seed)
-            found = hashed.lookup(bt, D, dir_inum, h, visible,
-                                  lambda x, n=d.name, k=k: x.type == KeyType.dirent
-                                  and decode_dirent(x.val).name == n
-                                  and (x.pos == k.pos or shown(x, k.pos[2])))
+            if h == slot:
+                found = k   # at its hash slot: the first key a lookup meets
+            else:
+                found = hashed.lookup(bt, D, dir_inum, h, visible,
+                                      lambda x, n=d.name, k=k: x.type == KeyType.dirent
+                                      and decode_dirent(x.val).name == n
+                                      and (x.pos == k.pos or shown(x, k.pos[2])))
             if found is None or found.pos[1] != slot:
                 if found is not None:
-                    if ctx.act("dirent_duplicate", where,
-                               f"{name!r} also at slot {found.pos[1]} in directory "
+                    if ctx.act("dirent_duplicate", loc(D, pos0),
+                               f"{_name(d.name)!r} also at slot {found.pos[1]} in directory "
                                f"{dir_inum}; this one is deleted"):
                         hashed.delete(batch.t(), D, k, snap, visible)
                     continue
-                if ctx.act("dirent_bad_hash", where,
-                           f"{name!r} is at slot {slot}, not reachable from its hash {h}; "
+                if ctx.act("dirent_bad_hash", loc(D, pos0),
+                           f"{_name(d.name)!r} is at slot {slot}, not reachable from its hash {h}; "
                            "moved"):
                     t = batch.t()
                     hashed.delete(t, D, k, snap, visible)
@@ -131,25 +146,29 @@ def run_dirents(ctx) -> None:
                     follow(ctx, t, versions, d, dir_inum, old_slot, slot, snap)
         if d.is_subvol:
             if d.child_subvol not in subvols:
-                if ctx.act("dirent_to_subvol_bad", where,
-                           f"{name!r} names subvolume {d.child_subvol}, which does not exist; "
+                if ctx.act("dirent_to_subvol_bad", loc(D, pos0),
+                           f"{_name(d.name)!r} names subvolume {d.child_subvol}, which does not exist; "
                            "deleted"):
                     hashed.delete(batch.t(), D, k, snap, visible)
             continue
-        target = inode_for(ctx, versions, d.target, snap)
+        target = owner(d.target, snap, visible)
         if target is None:
-            if ctx.act("dirent_target_missing", where,
-                       f"{name!r} names inode {d.target}, which does not exist in snapshot "
+            if ctx.act("dirent_target_missing", loc(D, pos0),
+                       f"{_name(d.name)!r} names inode {d.target}, which does not exist in snapshot "
                        f"{snap}; deleted"):
                 hashed.delete(batch.t(), D, k, snap, visible)
             continue
-        want = dtype_of(target.mode)
+        want = _DTYPES.get(target.mode & 0o170000, DirentType.unknown)
         if (want != d.d_type and want != DirentType.unknown) or d.d_type not in VALID_DTYPES:
-            if ctx.act("dirent_type_wrong", where,
-                       f"{name!r} has type {d.d_type}, inode {d.target} is "
+            if ctx.act("dirent_type_wrong", loc(D, pos0),
+                       f"{_name(d.name)!r} has type {d.d_type}, inode {d.target} is "
                        f"{stat.filemode(target.mode)[0]!r}; fixed"):
                 batch.t().update(D, dirent_key(k.pos, Dirent(d.target, want, d.name)))
     batch.flush()
+
+
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _new_name(t, d: Dirent, dir_inum: int, seed: int, visible) -> bytes:
@@ -289,10 +308,10 @@ def run_xattrs(ctx) -> None:
         if doomed(ctx, snap):
             continue   # an interrupted snapshot deletion is still removing/moving it
         visible = visible_set(ctx, snap)
-        where = loc(X, k.pos)
+        pos0 = k.pos
         owner = inode_for(ctx, versions, inum, snap)
         if owner is None:
-            if ctx.act("xattr_no_inode", where,
+            if ctx.act("xattr_no_inode", loc(X, pos0),
                        f"inode {inum} does not exist in snapshot {snap}; deleted"):
                 hashed.delete(batch.t(), X, k, snap, visible)
             continue
@@ -301,7 +320,7 @@ def run_xattrs(ctx) -> None:
                               lambda y, x=x: y.type == KeyType.xattr
                               and decode_xattr(y.val)[:2] == x[:2])
         if found is None or found.pos[1] != slot:
-            if ctx.act("xattr_bad_hash", where,
+            if ctx.act("xattr_bad_hash", loc(X, pos0),
                        f"{x.full_name!r} not reachable from its hash; "
                        + ("moved" if found is None else "a duplicate: deleted")):
                 t = batch.t()

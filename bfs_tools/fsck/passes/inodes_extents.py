@@ -17,7 +17,6 @@ from ...checksum import checksum
 from ...errors import BfsError
 from ...extents import cut, decode_extent
 from ...formats.ids import BtreeId, KeyType
-from ...fs.inode import decode_inode
 from ...keys import Key
 from ..util import Batch, doomed, inode_for, inode_versions, loc, visible_set
 
@@ -31,14 +30,31 @@ def run_extents(ctx) -> None:
     batch = Batch(ctx)
     group: list[Key] = []
     cur = None
+    vis_cache: dict[int, frozenset] = {}
+    data_types = (KeyType.extent, KeyType.inline_data, KeyType.reflink_p, KeyType.error)
+
+    def check(inum: int, keys: list[Key]) -> None:
+        vers = versions.get(inum)
+        if len(keys) == 1 and vers is not None and len(vers) == 1 and not ctx.verify_data:
+            # the common case, quickly: one key, one inode version that sees it, a file
+            k = keys[0]
+            snap, ino = vers[0]
+            visible = vis_cache.get(k.pos[2])
+            if visible is None:
+                visible = vis_cache[k.pos[2]] = visible_set(ctx, k.pos[2])
+            if ino is not None and snap in visible and k.type in data_types and (
+                    ino.mode & 0o170000 in (0o100000, 0o120000)) and not doomed(ctx, snap):
+                return
+        _check_file(ctx, batch, inum, keys, vers)
+
     for k in bt.iter(E):
         if k.pos[0] != cur:
             if group:
-                _check_file(ctx, batch, cur, group, versions.get(cur))
+                check(cur, group)
             cur, group = k.pos[0], []
         group.append(k)
     if group:
-        _check_file(ctx, batch, cur, group, versions.get(cur))
+        check(cur, group)
     batch.flush()
     if ctx.verify_data:
         _verify_indirect(ctx)
@@ -80,13 +96,18 @@ def _check_file(ctx, batch: Batch, inum: int, keys: list[Key], versions) -> None
         return v
 
     alive = []
+    one = versions[0][1] if versions is not None and len(versions) == 1 else None
     for k in keys:
-        if doomed(ctx, k.pos[2]):
+        snap = k.pos[2]
+        if doomed(ctx, snap):
             continue   # an interrupted snapshot deletion is still removing/moving it
         if k.type == KeyType.whiteout:
             alive.append(k)
             continue
-        ino = inode_for(ctx, versions, inum, k.pos[2])
+        if one is not None and versions[0][0] in vis(snap):
+            ino = one   # the common case: one version of the inode, visible
+        else:
+            ino = inode_for(ctx, versions, inum, snap)
         if ino is None:
             if ctx.act("extent_no_inode", loc(E, k.pos),
                           f"inode {inum} does not exist in snapshot {k.pos[2]}"):
@@ -100,6 +121,8 @@ def _check_file(ctx, batch: Batch, inum: int, keys: list[Key], versions) -> None
         alive.append(k)
         if ctx.verify_data and k.type == KeyType.extent:
             _verify(ctx, batch, k)
+    if len(alive) < 2:
+        return
     # overlaps: same snapshot, and related snapshots
     by_start = sorted(alive, key=lambda k: (k.start, k.pos[2]))
     active: list[Key] = []
@@ -146,40 +169,45 @@ def run_inodes(ctx) -> None:
     bt = ctx.store.btrees
     block = ctx.store.sb.block_size
     batch = Batch(ctx)
-    for k in bt.iter(INODES):
-        if k.type != KeyType.inode:
-            continue
-        try:
-            ino = decode_inode(k)
-        except BfsError:
-            continue
-        snap = k.pos[2]
-        if doomed(ctx, snap):
-            continue   # an interrupted snapshot deletion is still removing/moving it
-        visible = visible_set(ctx, snap)
-        data = [x for x in filter_visible(bt.iter(E, (ino.inum, 0, 0),
-                                                  (ino.inum, (1 << 64) - 1, 0xFFFFFFFF)),
-                                          visible) if x.type in COUNTED]
-        if (ino.is_dir or not (ino.is_reg or ino.is_lnk)) and data:
-            continue   # the extents pass deletes data of non-files
-        if ino.is_lnk:
-            data = _symlink_past_eof(ctx, batch, ino, snap, data)
-        sectors = sum(x.size for x in data)
-        end = max((x.end for x in data), default=0)
-        fixed = False
-        if ino.sectors != sectors:
-            if ctx.act("inode_sectors_wrong", loc(INODES, k.pos),
-                          f"sectors {ino.sectors}, its data is {sectors}"):
-                ino.sectors = sectors
-                fixed = True
-        limit = -(-ino.size // block) * block
-        if end * 512 > limit and ino.is_reg:
-            if ctx.act("inode_size_wrong", loc(INODES, k.pos),
-                          f"size {ino.size} but data reaches byte {end * 512}"):
-                ino.size = end * 512
-                fixed = True
-        if fixed:
-            batch.t().update(INODES, ino.key(snap))
+    # every extent-btree key, by inode: one walk (not a lookup per inode)
+    by_inum: dict[int, list[Key]] = {}
+    for x in bt.iter(E):
+        by_inum.setdefault(x.pos[0], []).append(x)
+    for inum, vers in inode_versions(ctx).items():
+        keys = by_inum.get(inum)
+        for snap, ino in vers:
+            if ino is None or doomed(ctx, snap):
+                continue   # (doomed: an interrupted snapshot deletion is moving it)
+            if not keys:
+                data = []
+            elif len(vers) == 1 and all(x.pos[2] == snap for x in keys):
+                data = [x for x in keys if x.type in COUNTED]   # one version, its own keys
+            else:
+                data = [x for x in filter_visible(keys, visible_set(ctx, snap))
+                        if x.type in COUNTED]
+            if (ino.is_dir or not (ino.is_reg or ino.is_lnk)) and data:
+                continue   # the extents pass deletes data of non-files
+            if ino.is_lnk:
+                data = _symlink_past_eof(ctx, batch, ino, snap, data)
+            sectors = sum(x.size for x in data)
+            end = max((x.end for x in data), default=0)
+            limit = -(-ino.size // block) * block
+            if ino.sectors == sectors and not (end * 512 > limit and ino.is_reg):
+                continue
+            ino = ino.full()
+            fixed = False
+            if ino.sectors != sectors:
+                if ctx.act("inode_sectors_wrong", loc(INODES, (0, inum, snap)),
+                           f"sectors {ino.sectors}, its data is {sectors}"):
+                    ino.sectors = sectors
+                    fixed = True
+            if end * 512 > limit and ino.is_reg:
+                if ctx.act("inode_size_wrong", loc(INODES, (0, inum, snap)),
+                           f"size {ino.size} but data reaches byte {end * 512}"):
+                    ino.size = end * 512
+                    fixed = True
+            if fixed:
+                batch.t().update(INODES, ino.key(snap))
     batch.flush()
 
 

@@ -22,42 +22,68 @@ from ...formats.ids import BTREE_KEY_TYPES, EXTENT_BTREES, SNAPSHOT_BTREES, Btre
 from ...fs.dirent import DirentHead
 from ...fs.inode import InodeValue
 from ...fs.inode import _validate as validate_inode
-from ...keys import Key, btree_name, type_name, validate_key
+from ...keys import Key, btree_name, type_name
 from ..util import Batch, loc, table
 
 INODES, D, E = BtreeId.inodes, BtreeId.dirents, BtreeId.extents
 
 
-def classify(btree: int, k: Key) -> tuple[str, str] | None:
-    """(error name, message) for an invalid key, None for a valid one."""
-    allowed = BTREE_KEY_TYPES.get(btree, ())
-    if k.type not in allowed:
-        return "key_type_not_allowed", (f"key type {type_name(k.type)} not allowed in btree "
-                                        f"{btree_name(btree)}")
-    if len(k.val) > KEY_VALUE_MAX:
-        return "key_bad_value", "value too long"
-    if btree in EXTENT_BTREES:
-        if k.size == 0 or k.size > k.pos[1]:
-            return "key_bad_pos", f"bad extent size {k.size} for end {k.pos[1]}"
-    elif k.size != 0:
-        return "key_bad_pos", f"nonzero size {k.size} in a non-extent btree"
-    if btree not in SNAPSHOT_BTREES and k.pos[2] != 0:
-        return "key_bad_pos", f"snapshot field {k.pos[2]} in a btree without snapshots"
-    if btree == INODES and k.type == KeyType.inode and (
-            k.pos[0] != 0 or not ROOT_INODE <= k.pos[1] < U64_MAX):
-        return "key_bad_pos", f"inode key position not (0, {ROOT_INODE} <= inum < U64_MAX)"
-    if btree in (E, D, BtreeId.xattrs) and not ROOT_INODE <= k.pos[0] < U64_MAX:
-        return "key_bad_pos", f"inode number {k.pos[0]} out of range"
-    if btree == D and k.type == KeyType.dirent and len(k.val) >= DirentHead.SIZE:
-        # name and type problems are repaired in place by the dirents pass
+def classifier(btree: int):
+    """classify(k) -> (error name, message) for an invalid key of `btree`, None for
+    a valid one (constants of the btree bound once: it runs on every key)."""
+    from ...errors import FormatError
+    from ...keys import REGISTRY, load_all_key_types
+
+    load_all_key_types()
+    allowed = frozenset(BTREE_KEY_TYPES.get(btree, ()))
+    extent = btree in EXTENT_BTREES
+    snaps = btree in SNAPSHOT_BTREES
+    inum_first = btree in (E, D, BtreeId.xattrs)
+    inodes, dirents = btree == INODES, btree == D
+    validators = {t: REGISTRY[t].validate for t in allowed if REGISTRY[t].validate}
+    inode_t, dirent_t = KeyType.inode, KeyType.dirent
+
+    def classify(k: Key) -> tuple[str, str] | None:
+        t = k.type
+        if t not in allowed:
+            return "key_type_not_allowed", (f"key type {type_name(t)} not allowed in btree "
+                                            f"{btree_name(btree)}")
+        val = k.val
+        if len(val) > KEY_VALUE_MAX:
+            return "key_bad_value", "value too long"
+        pos = k.pos
+        if extent:
+            if k.size == 0 or k.size > pos[1]:
+                return "key_bad_pos", f"bad extent size {k.size} for end {pos[1]}"
+        elif k.size != 0:
+            return "key_bad_pos", f"nonzero size {k.size} in a non-extent btree"
+        if not snaps and pos[2] != 0:
+            return "key_bad_pos", f"snapshot field {pos[2]} in a btree without snapshots"
+        if inodes and t == inode_t and (pos[0] != 0 or not ROOT_INODE <= pos[1] < U64_MAX):
+            return "key_bad_pos", f"inode key position not (0, {ROOT_INODE} <= inum < U64_MAX)"
+        if inum_first and not ROOT_INODE <= pos[0] < U64_MAX:
+            return "key_bad_pos", f"inode number {pos[0]} out of range"
+        if dirents and t == dirent_t and len(val) >= DirentHead.SIZE:
+            return None   # name and type problems: repaired in place by the dirents pass
+        v = validators.get(t)
+        if v is None:
+            return None
+        try:
+            problem = v(btree, k)
+        except FormatError as e:
+            problem = str(e)
+        if problem:
+            if inodes and t == inode_t and len(val) == InodeValue.SIZE \
+                    and "file type" in problem:
+                return "inode_bad_mode", problem
+            return "key_bad_value", problem
         return None
-    problem = validate_key(btree, k)
-    if problem:
-        if (btree == INODES and k.type == KeyType.inode and len(k.val) == InodeValue.SIZE
-                and "file type" in problem):
-            return "inode_bad_mode", problem
-        return "key_bad_value", problem
-    return None
+
+    return classify
+
+
+def classify(btree: int, k: Key) -> tuple[str, str] | None:
+    return classifier(btree)(k)
 
 
 def run(ctx) -> None:
@@ -65,8 +91,9 @@ def run(ctx) -> None:
     snaps = table(ctx).snapshots
     batch = Batch(ctx, triggers=False)
     for btree in BtreeId:
+        check = classifier(btree)
         for k in list(bt.iter(btree)):
-            found = classify(btree, k)
+            found = check(k)
             if found:
                 name, problem = found
                 if name == "inode_bad_mode":

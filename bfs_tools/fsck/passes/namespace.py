@@ -25,7 +25,7 @@ import stat
 
 from ...errors import BfsError
 from ...formats.constants import ROOT_INODE, ROOT_SUBVOL
-from ...formats.ids import BtreeId, KeyType, SubvolumeFlags
+from ...formats.ids import BtreeId, DirentType, KeyType, SubvolumeFlags
 from ...fs import hashed
 from ...fs.filesystem import Filesystem, Where, dtype_of
 from ...fs.inode import Inode
@@ -86,8 +86,7 @@ def run_root(ctx) -> None:
                        f"subvolume {sv.id}: root inode {sv.inode} is not a directory "
                        f"(mode {ino.mode:o}); made a directory again"):
                 recreate_dir(ctx, batch, sv.inode, [sv.snapshot], like=ino, subvol=sv.id)
-        batch.flush()
-    drop_inode_cache(ctx)
+        batch.flush()   # (drops the inode cache if it changed anything)
 
 
 def _root_named(ctx, bt, sv) -> int | None:
@@ -152,33 +151,29 @@ class _Walk:
         self.reached: set[int] = set()                         # directories walked
 
 
-def _scan_dir(fs, w: _Walk, dnum: int, sv, snap: int, visible) -> list[int]:
-    """Record the entries of directory dnum; returns the directories it names."""
-    from ...fs.dirent import decode_dirent
-
+def _scan_dir(fs, w: _Walk, dnum: int, seen, visible) -> list[int]:
+    """Record the entries of directory dnum; returns the directories it names.
+    seen(inum): the inode the view sees (from the cached versions: no lookups)."""
     count = 0
     out = []
+    dirent_t, subvol_t = KeyType.dirent, DirentType.subvol
+    dir_links, links = w.dir_links, w.links
     for k in hashed.iter_entries(fs.btrees, D, dnum, visible):
-        if k.type != KeyType.dirent:
+        val = k.val
+        if k.type != dirent_t or len(val) < 9:
             continue
-        try:
-            d = decode_dirent(k.val)
-        except BfsError:
-            continue
-        if d.is_subvol:
+        if val[8] == subvol_t:
             continue   # not a subdirectory for nlink (a snapshot inherits it hidden)
-        try:
-            target = fs.get_inode(Where(sv.id, snap, d.target))
-        except BfsError:
-            target = None
+        inum = int.from_bytes(val[:8], "little")
+        target = seen(inum)
         if target is None:
             continue   # the dirents pass reports (and repairs) dangling dirents
-        if target.is_dir:
-            w.dir_links.setdefault(d.target, []).append((dnum, k))
+        if target.mode & 0o170000 == 0o040000:
+            dir_links.setdefault(inum, []).append((dnum, k))
             count += 1
-            out.append(d.target)
+            out.append(inum)
         else:
-            w.links.setdefault(d.target, []).append((dnum, k))
+            links.setdefault(inum, []).append((dnum, k))
     w.subdirs[dnum] = count
     return out
 
@@ -194,14 +189,6 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
         return False
     if root_ino is None or not root_ino.is_dir:
         return False
-    w = _Walk()
-    queue = [sv.inode]
-    while queue:
-        dnum = queue.pop()
-        if dnum in w.reached:
-            continue
-        w.reached.add(dnum)
-        queue.extend(c for c in _scan_dir(fs, w, dnum, sv, snap, visible) if c not in w.reached)
     versions = inode_versions(ctx)
 
     def seen(inum: int) -> Inode | None:
@@ -209,6 +196,15 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             if s in visible:
                 return i
         return None
+
+    w = _Walk()
+    queue = [sv.inode]
+    while queue:
+        dnum = queue.pop()
+        if dnum in w.reached:
+            continue
+        w.reached.add(dnum)
+        queue.extend(c for c in _scan_dir(fs, w, dnum, seen, visible) if c not in w.reached)
 
     # a directory named by several dirents keeps the one its backpointer names
     extra = []
@@ -246,7 +242,7 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
         lost_dirs[inum] = ino
     lw = _Walk()
     for dnum in lost_dirs:
-        _scan_dir(fs, lw, dnum, sv, snap, visible)
+        _scan_dir(fs, lw, dnum, seen, visible)
     parent_in_lost = {c: named[0] for c, named in lw.dir_links.items() if c in lost_dirs}
     lost: list[tuple[int, Inode | None]] = []
     cut: list[Key] = []
@@ -278,32 +274,39 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
         ino = seen(inum)
         if ino is None:
             continue
-        ino = _Lazy(ino)   # copied before the first change: the cache is shared
-        where_k = loc(INODES, (0, inum, snap))
         if ino.is_dir:
             if inum not in w.reached:
                 continue
             want = 2 + w.subdirs.get(inum, 0)
+            back = None
+            if inum != sv.inode and inum in w.dir_links:
+                parent, k = _kept(w.dir_links[inum], ino)
+                back = (parent, k.pos[1])
+            if ino.nlink == want and (back is None or (ino.dir, ino.dir_offset) == back):
+                continue
+            ino = _Lazy(ino)   # copied before the first change: the cache is shared
+            where_k = loc(INODES, (0, inum, snap))
             fix = False
             if ino.nlink != want:
                 if ctx.act("nlink_wrong", where_k, f"directory nlink {ino.nlink}, should be "
                            f"{want}"):
                     ino.nlink = want
                     fix = True
-            if inum != sv.inode and inum in w.dir_links:
-                parent, k = _kept(w.dir_links[inum], ino)
-                if (ino.dir, ino.dir_offset) != (parent, k.pos[1]):
-                    if ctx.act("inode_dir_backpointer_wrong", where_k,
-                               f"parent {ino.dir}:{ino.dir_offset}, should be "
-                               f"{parent}:{k.pos[1]}"):
-                        ino.dir, ino.dir_offset = parent, k.pos[1]
-                        fix = True
+            if back is not None and (ino.dir, ino.dir_offset) != back:
+                if ctx.act("inode_dir_backpointer_wrong", where_k,
+                           f"parent {ino.dir}:{ino.dir_offset}, should be "
+                           f"{back[0]}:{back[1]}"):
+                    ino.dir, ino.dir_offset = back
+                    fix = True
             if fix:
                 fixes.t().update(INODES, ino.key(snap))
             continue
-        named = w.links.get(inum, []) + lw.links.get(inum, [])
-        n = len(named)
+        named = w.links.get(inum)
+        if inum in named_in_lost:
+            named = (named or []) + lw.links[inum]
+        n = len(named) if named else 0
         if n == 0:
+            where_k = loc(INODES, (0, inum, snap))
             if ino.nlink == 0:
                 if ctx.report("inode_unlinked_unreferenced", where_k,
                               f"inode {inum} has no links and no dirent; deleted"):
@@ -311,20 +314,26 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             elif ctx.report("inode_unreachable", where_k,
                             f"inode {inum} ({stat.filemode(ino.mode)}) has no dirent; moved to "
                             "/lost+found"):
-                lost.append((inum, ino._ino))
+                lost.append((inum, ino))
             continue
+        back = None
+        if n == 1 and inum not in named_in_lost:
+            parent, k = named[0]
+            back = (parent, k.pos[1])
+        if ino.nlink == n and (back is None or (ino.dir, ino.dir_offset) == back):
+            continue
+        ino = _Lazy(ino)
+        where_k = loc(INODES, (0, inum, snap))
         fix = False
         if ino.nlink != n:
             if ctx.act("nlink_wrong", where_k, f"nlink {ino.nlink}, {n} dirents name it"):
                 ino.nlink = n
                 fix = True
-        if n == 1 and inum not in named_in_lost:
-            parent, k = named[0]
-            if (ino.dir, ino.dir_offset) != (parent, k.pos[1]):
-                if ctx.act("inode_dir_backpointer_wrong", where_k,
-                           f"parent {ino.dir}:{ino.dir_offset}, should be {parent}:{k.pos[1]}"):
-                    ino.dir, ino.dir_offset = parent, k.pos[1]
-                    fix = True
+        if back is not None and (ino.dir, ino.dir_offset) != back:
+            if ctx.act("inode_dir_backpointer_wrong", where_k,
+                       f"parent {ino.dir}:{ino.dir_offset}, should be {back[0]}:{back[1]}"):
+                ino.dir, ino.dir_offset = back
+                fix = True
         if fix:
             fixes.t().update(INODES, ino.key(snap))
     changed = fixes.trans is not None and ctx.writable
