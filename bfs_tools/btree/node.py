@@ -204,8 +204,8 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
             try:
                 _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
             except CorruptionError:
-                p.rewrite = True
-            bkeys = _lenient_keys(bkeys, p, allowed, where, E)
+                p.rewrite = True   # strictly unreadable: only a full rewrite fixes it
+                bkeys = _lenient_keys(bkeys, p, allowed, where, E)
         p.max_journal_seq = max(p.max_journal_seq, b.journal_seq)
         if first:
             keys = bkeys
