@@ -31,7 +31,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check bfs_tools formats tests bench
 
 formats-doc: $(STAMP)
-	$(BIN)/python -m bfs_tools.formats_doc > formats/FORMAT.md
+	$(BIN)/python -m bfs_tools.formats_gen doc > formats/FORMAT.md.new
+	mv formats/FORMAT.md.new formats/FORMAT.md
+	$(BIN)/python -m bfs_tools.formats_gen layouts > bfs_tools/layouts.py.new
+	mv bfs_tools/layouts.py.new bfs_tools/layouts.py
 
 # Benchmarks run a regular (non-editable) install, as users get it: the
 # editable install's import hook alone costs ~50 ms per process here.
