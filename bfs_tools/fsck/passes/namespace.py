@@ -191,11 +191,15 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
         return False
     versions = inode_versions(ctx)
 
-    def seen(inum: int) -> Inode | None:
-        for s, i in versions.get(inum, ()):
+    # what the view sees of every inode, once (the walk asks several times each)
+    view: dict[int, Inode] = {}
+    for inum, vers in versions.items():
+        for s, i in vers:
             if s in visible:
-                return i
-        return None
+                if i is not None:
+                    view[inum] = i
+                break
+    seen = view.get
 
     w = _Walk()
     queue = [sv.inode]
@@ -233,9 +237,8 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             return True
     # what the walk did not reach: directories (with what hangs below them), files
     lost_dirs = {}
-    for inum in versions:
-        ino = seen(inum)
-        if ino is None or not ino.is_dir or inum in w.reached or inum == sv.inode:
+    for inum, ino in view.items():
+        if not ino.is_dir or inum in w.reached or inum == sv.inode:
             continue
         if _foreign_root(fs, inum, sv):
             continue
@@ -270,10 +273,7 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
                 lost.append((inum, ino))
     named_in_lost = set(lw.links)
     fixes = Batch(ctx)
-    for inum in versions:
-        ino = seen(inum)
-        if ino is None:
-            continue
+    for inum, ino in view.items():
         if ino.is_dir:
             if inum not in w.reached:
                 continue
