@@ -64,6 +64,7 @@ def alloc_trigger(trans, btree_id: int, old: Key | None, new: Key | None) -> Non
     is_free = a_new.data_type == DataType.free
     if was_free and not is_free:
         freespace.remove_bucket(trans, bucket)
+        trans.on_commit.append(lambda: trans.store.allocator.bucket_used(bucket))
         trans.acct(acct_pos(AccountingType.data_type, a_new.data_type), [1, 0])
     elif is_free and not was_free:
         freespace.add_bucket(trans, bucket)

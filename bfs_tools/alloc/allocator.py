@@ -2,9 +2,11 @@
 
 Buckets are filled append-only through write points (one for btree nodes, one
 for data) and reused only after they are entirely free. A free bucket comes
-from the freespace index; it is skipped if it is open in a write point or was
-freed since the last commit (its old contents may still be what the committed
-image references, so it must survive a crash). The gen a bucket gets when
+from the freespace index; it is skipped if it is open in a write point, was
+handed out but is not marked used yet (the alloc keys change only when the
+transaction using it commits), or was freed since the last commit (its old
+contents may still be what the committed image references, so it must survive
+a crash). The gen a bucket gets when
 opened (old gen + 1) is carried in every pointer into it.
 
 Data allocation stops short of a small reserve so btree node writes, which
@@ -41,6 +43,7 @@ class Allocator:
         self.node_size = store.sb.btree_node_size
         self.wps = {"btree": WritePoint(), "user": WritePoint()}
         self.open: set[int] = set()
+        self.unmarked: set[int] = set()     # handed out, alloc key still says free
         self.freed: set[int] = set()        # freed since the last commit
         self.freed_while_open: set[int] = set()
         # buckets never to allocate from (check: everything in use when a repair
@@ -76,6 +79,10 @@ class Allocator:
         else:
             self.freed.add(bucket)
 
+    def bucket_used(self, bucket: int) -> None:
+        """A transaction marked `bucket` used in its alloc key."""
+        self.unmarked.discard(bucket)
+
     def on_commit(self) -> list[int]:
         """Buckets freed before a commit may be reused now; those still free are
         returned for discarding."""
@@ -89,7 +96,7 @@ class Allocator:
         used = sum(read_counters(self.store.btrees, AccountingType.data_type, t)[0]
                    for t in DataType if t != DataType.free)
         # `used` counts the superblock buckets too, so count from bucket 0
-        return max(0, self.sb.nbuckets - used - len(self.freed) - len(self.open))
+        return max(0, self.sb.nbuckets - used - len(self.freed) - len(self.unmarked))
 
     # ------------------------------------------------------------------ buckets
 
@@ -99,7 +106,8 @@ class Allocator:
         for start in (self.cursor, self.sb.first_bucket):
             for lo, hi in freespace.free_ranges(btrees, start):
                 for b in range(max(lo, start), hi):
-                    if b in self.open or b in self.freed or b in self.protected:
+                    if (b in self.open or b in self.unmarked or b in self.freed
+                            or b in self.protected):
                         continue
                     a = decode_alloc(btrees.get(BtreeId.alloc, alloc_pos(b)))
                     if a.data_type != DataType.free:
@@ -114,6 +122,7 @@ class Allocator:
         b, gen = self._find_free_bucket()
         wp = WritePoint(b, (gen + 1) & 0xFF, 0)
         self.open.add(b)
+        self.unmarked.add(b)
         old = self.wps[kind]
         if old.bucket:
             self.open.discard(old.bucket)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..checksum import checksum
-from ..errors import ChecksumError, CorruptionError, NoSpaceError
+from ..errors import ChecksumError, CorruptionError
 from ..extents import Extent, decode_extent, extent_key
 from ..formats.constants import U32_MAX, U64_MAX
 from ..formats.fsck_errors import BY_NAME as ERR
@@ -32,13 +32,7 @@ def round_up(n: int, to: int) -> int:
 
 class DataWriter:
     """Writes data regions to freshly allocated space, coalescing writes that are
-    contiguous on the device into one pwrite (populate writes thousands of files).
-
-    The allocator's view of free space is the committed one: buckets filled by the
-    transaction in progress still look free to it. So the writer counts the buckets
-    it opens since the last commit (`committed()` starts a new count) and raises
-    NoSpaceError before they would eat the allocator's reserve (kept for btree
-    nodes) or come round a second time, which would write data over data."""
+    contiguous on the device into one pwrite (populate writes thousands of files)."""
 
     def __init__(self, store, csum_type: int):
         self.store = store
@@ -48,27 +42,6 @@ class DataWriter:
         self.buf = bytearray()
         self.buf_start = 0          # device byte offset of buf[0]
         self.bytes_written = 0
-        self.committed()
-
-    def committed(self) -> None:
-        """The transaction using this writer committed: its buckets are accounted."""
-        self._buckets: set[int] = set()     # buckets opened since the last commit
-        self._current = 0                   # bucket of the last grant
-        self._free: int | None = None       # free buckets when this count started
-
-    def _allocate(self, want: int) -> tuple[int, int, int]:
-        alloc = self.store.allocator
-        if self._free is None:
-            self._free = alloc.free_buckets()
-            self._current = alloc.write_points()[1][0]    # the open data bucket, 0: none
-        sector, gen, grant = alloc.allocate_data(want)
-        b = sector * SECTOR // self.store.sb.bucket_size
-        if b != self._current:
-            if b in self._buckets or len(self._buckets) >= self._free - alloc.reserve:
-                raise NoSpaceError(f"{self.store.dev.name}: no space left on the image")
-            self._buckets.add(b)
-            self._current = b
-        return sector, gen, grant
 
     def write(self, data) -> list[tuple[int, Extent]]:
         """Write `data`; returns [(sectors of file data covered, extent)] in order."""
@@ -78,7 +51,7 @@ class DataWriter:
         alloc = self.store.allocator
         while pos < len(view):
             want = round_up(min(len(view) - pos, self.extent_max), self.block)
-            sector, gen, grant = self._allocate(want)
+            sector, gen, grant = alloc.allocate_data(want)
             n = min(len(view) - pos, grant)
             chunk = view[pos:pos + n]
             pad = round_up(n, self.block) - n

@@ -170,7 +170,6 @@ class Populator:
         if self.trans is not None:
             self.writer.flush()
             self.trans.commit()
-            self.writer.committed()
             self.trans = None
         self.entries = 0
         self.batch_bytes = 0

@@ -175,11 +175,6 @@ def test_format_source_larger_than_the_image(bfs, tmp_path):
     one_line_error(r, "no space left")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "engine bug (alloc/allocator.py): allocate_data picks buckets from the committed "
-    "freespace view only, so within one uncommitted transaction it hands out the same "
-    "bucket twice once the free ones run out (data written over data) instead of raising "
-    "NoSpaceError; fs/data.py DataWriter guards against it"))
 def test_allocator_never_hands_out_a_bucket_twice_in_one_transaction(formatted):
     img = formatted("16M")
     store = Store.open(str(img), write=True)
