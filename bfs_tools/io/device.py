@@ -238,9 +238,10 @@ class MemoryDevice(Device):
             return
         self._check_range(offset, length)
         end = offset + length
-        first = -(-offset // self.CHUNK)
-        for idx in range(first, end // self.CHUNK):
-            self.chunks.pop(idx, None)
+        first, last = -(-offset // self.CHUNK), end // self.CHUNK
+        # only the chunks that exist: a discard of 16 TiB must not walk 2^28 indexes
+        for idx in [i for i in self.chunks if first <= i < last]:
+            del self.chunks[idx]
 
     def clone(self, *, writable: bool = True) -> MemoryDevice:
         dev = MemoryDevice(self.size, name=self.name, writable=writable)
