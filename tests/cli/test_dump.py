@@ -355,8 +355,6 @@ def test_dump_journal_unclean_image(bfs, images):
     assert j[0]["value"]["name"] == "user.journ\x1b[2Jalled"
 
 
-@pytest.mark.xfail(strict=False, reason="engine bug: journal/reader.py scan_journal steps "
-                   "over a jset by its unpadded length, so it misses the next jset of the bucket")
 def test_dump_journal_entry_after_commit_point_is_blacklisted(bfs, images):
     d = json.loads(bfs("dump", "journal", images["unclean"], "--json").out)
     lost = [e for e in d["entries"] if any(
