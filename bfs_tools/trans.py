@@ -29,6 +29,18 @@ TRIGGER_ORDER = [BtreeId.subvolumes, BtreeId.snapshots, BtreeId.snapshot_trees,
                  BtreeId.accounting]
 
 _DELETED = KeyType.deleted
+BULK_BUILD_MIN = 512
+
+
+def _overlay(base: list[Key], updates: list[Key]) -> list[Key]:
+    """Sorted keys `base` with sorted `updates` applied (deleted keys remove)."""
+    merged = {k.pos: k for k in base}
+    for k in updates:
+        if k.type == _DELETED:
+            merged.pop(k.pos, None)
+        else:
+            merged[k.pos] = k
+    return [merged[p] for p in sorted(merged)]
 
 
 class Transaction:
@@ -42,6 +54,7 @@ class Transaction:
         self._processing: int | None = None
         self._done: set[Pos] = set()
         self.deferred_state: dict = {}
+        self._new: dict[int, set[Pos]] = {}      # positions known to hold no key
         self._before: dict[int, list[Callable]] = {}
         self.committed = False
 
@@ -140,6 +153,15 @@ class Transaction:
     def delete(self, btree_id: int, pos: Pos) -> None:
         self.update(btree_id, deleted_key(pos))
 
+    def update_new(self, btree_id: int, key: Key) -> None:
+        """update() of a position the caller knows holds no key yet (a new inode's
+        keys): its triggers then run without looking the old key up."""
+        self.update(btree_id, key)
+        new = self._new.get(btree_id)
+        if new is None:
+            new = self._new[btree_id] = set()
+        new.add(key.pos)
+
     def before(self, btree_id: int, fn: Callable[[Transaction], None]) -> None:
         """Run fn(trans) once, just before the triggers of `btree_id` run."""
         fns = self._before.setdefault(btree_id, [])
@@ -172,13 +194,14 @@ class Transaction:
             for fn in self._before.pop(btree_id, []):
                 fn(self)
             pending = self.updates.get(btree_id)
+            known_new = self._new.get(btree_id, ())
             while pending:
                 todo = [(p, k) for p, k in pending.items() if p not in self._done]
                 if not todo:
                     break
                 for pos, new in todo:
                     self._done.add(pos)
-                    old = get(btree_id, pos)
+                    old = None if pos in known_new else get(btree_id, pos)
                     fns = REGISTRY[old.type].triggers if old is not None else []
                     if new.type != _DELETED:
                         extra = REGISTRY[new.type].triggers
@@ -233,10 +256,14 @@ class Transaction:
                 for btree_id, pending in self.updates.items():
                     jrnl.add_keys(btree_id, list(pending.values()))
             store.journal_reserve(jrnl.seq)
-            apply = self.btrees.apply
             for btree_id, pending in self.updates.items():
-                for pos in self._sorted[btree_id]:      # sorted: leaf after leaf
-                    apply(btree_id, pending[pos], seq, journal)
+                keys = [pending[p] for p in self._sorted[btree_id]]   # sorted: leaf after leaf
+                root = self.btrees.roots[btree_id]
+                if not journal and root.level == 0 and len(keys) > BULK_BUILD_MIN:
+                    # a large import into a btree that is one leaf: build it bottom-up
+                    self.btrees.bulk_build(btree_id, _overlay(root.keys, keys), seq)
+                else:
+                    self.btrees.apply_many(btree_id, keys, seq, journal)
         finally:
             jrnl.trans_start = 0
         self.btrees.flush_moves()

@@ -259,8 +259,23 @@ class Btrees:
 
     def apply(self, btree_id: int, key: Key, seq: int, journaled: bool = True) -> Key | None:
         """Insert/overwrite `key` (type deleted: remove). Returns the replaced key."""
+        old, _leaf = self._apply_in_leaf(self.find_leaf(btree_id, key.pos), key, seq, journaled)
+        return old
+
+    def apply_many(self, btree_id: int, keys, seq: int, journaled: bool = True) -> None:
+        """apply() for keys in ascending order: consecutive keys usually land in the
+        same leaf, so the descent from the root is skipped while they do."""
+        leaf = None
+        for key in keys:
+            pos = key.pos
+            if leaf is None or pos > leaf.max_key or pos < leaf.min_key:
+                leaf = self.find_leaf(btree_id, pos)
+            _old, leaf = self._apply_in_leaf(leaf, key, seq, journaled)
+
+    def _apply_in_leaf(self, leaf: Node, key: Key, seq: int,
+                       journaled: bool) -> tuple[Key | None, Node | None]:
+        """(replaced key, the leaf if it is still in the tree else None)."""
         pos = key.pos
-        leaf = self.find_leaf(btree_id, pos)
         positions = leaf.positions
         i = bisect_left(positions, pos)
         old = None
@@ -274,17 +289,19 @@ class Btrees:
                 leaf.keys[i] = key
                 leaf.bytes += len(key.val) - len(old.val)
         elif key.type == 0:
-            return None
+            return None, leaf
         else:
             positions.insert(i, pos)
             leaf.keys.insert(i, key)
             leaf.bytes += HEADER_SIZE + len(key.val)
         self._mark_leaf_dirty(leaf, pos, None if key.type == 0 else key, seq, journaled)
         if leaf.bytes > self.capacity:
-            self._split(leaf, seq)
-        elif key.type == 0 and leaf.bytes < self.capacity // 4 and leaf.parent is not None:
+            self._split(leaf, seq, appending=i == len(positions) - 1 and old is None)
+            return old, None
+        if key.type == 0 and leaf.bytes < self.capacity // 4 and leaf.parent is not None:
             self._maybe_merge(leaf, seq)
-        return old
+            return old, None
+        return old, leaf
 
     def _mark_leaf_dirty(self, leaf: Node, pos: Pos, key: Key | None, seq: int,
                          journaled: bool) -> None:
@@ -382,11 +399,13 @@ class Btrees:
         self._mark_structural(n)
         return n
 
-    def _split(self, node: Node, seq: int) -> None:
+    def _split(self, node: Node, seq: int, appending: bool = False) -> None:
+        """Split an overfull node in two. When keys are being appended at its end
+        (sequential loads), the left node keeps 90%: it will get no more keys."""
         keys = node.keys
         if len(keys) < 2:
             raise FormatError(f"{node.ident()}: a single key exceeds the node size")
-        half = node.bytes // 2
+        half = node.bytes * 9 // 10 if appending else node.bytes // 2
         acc = 0
         mid = 1
         for i, k in enumerate(keys):

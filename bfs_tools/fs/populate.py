@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import stat
 from dataclasses import dataclass, field
 
-from ..errors import ExistsError, NotADirError
+from ..errors import ExistsError, InvalidNameError, NotADirError
 from ..formats.ids import BtreeId
+from . import hashed
 from .data import END_OF_FILE, SECTOR, DataWriter, data_keys, inline_key, replace_range
-from .filesystem import Filesystem, Where, check_name, dtype_of
+from .dirent import Dirent, dirent_key, name_problem
+from .filesystem import Filesystem, Where, check_name, dtype_of, now
 from .inode import Inode
+from .strhash import name_hash
+from .xattr import Xattr, split_name, xattr_key
 
 BATCH_ENTRIES = 4000
 BATCH_BYTES = 256 << 20
@@ -74,22 +79,22 @@ def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
 
 
 def write_file_data(trans, writer: DataWriter, inode: Inode, visible, source, inline_max: int,
-                    what: str, *, replace: bool = False) -> None:
-    """Give `inode` the contents of `source`: a host fd (int, sparse-aware) or an
-    iterable of byte chunks. Sets size and sectors."""
+                    what: str, *, replace: bool = False, size: int | None = None) -> None:
+    """Give `inode` the contents of `source`: a host fd (int, sparse-aware; `size`
+    if the caller already knows it) or an iterable of byte chunks. Sets size and
+    sectors. Without `replace` the inode is new: its keys go in unlooked-up."""
     inum, snap = inode.inum, inode.snapshot
     keys = []
-    size = 0
     if isinstance(source, int):
-        size = os.fstat(source).st_size
-        ranges = data_ranges(source, size)
+        if size is None:
+            size = os.fstat(source).st_size
         if size <= inline_max:
             data = os.pread(source, size, 0) if size else b""
             size = len(data)
             keys = [inline_key(inum, snap, data)] if data else []
         else:
             block = writer.block
-            for start, end in ranges:
+            for start, end in data_ranges(source, size):
                 a = start // block * block
                 b = min(-(-end // block) * block, max(end, a))
                 pos = a
@@ -119,7 +124,7 @@ def write_file_data(trans, writer: DataWriter, inode: Inode, visible, source, in
         inode.sectors += replace_range(trans, inum, snap, 0, END_OF_FILE, keys, visible)
     else:
         for k in keys:
-            trans.update(BtreeId.extents, k)
+            trans.update_new(BtreeId.extents, k)
         inode.sectors = sum(k.size for k in keys)
 
 
@@ -136,6 +141,21 @@ def _rechunk(source, size: int):
         yield bytes(buf)
 
 
+class _Dir:
+    """A directory being filled: its inode stays in memory and is written once at
+    the end; for a directory this run created, the dirent slots in use are known
+    here, so names are placed without looking anything up."""
+
+    __slots__ = ("where", "inode", "new", "slots", "path")
+
+    def __init__(self, where: Where, inode: Inode, new: bool, path: str):
+        self.where = where
+        self.inode = inode
+        self.new = new
+        self.slots: set[int] = set()
+        self.path = path
+
+
 class Populator:
     """Copies host trees into one subvolume of an open filesystem."""
 
@@ -149,6 +169,7 @@ class Populator:
         self.batch_bytes = 0
         self.writer = DataWriter(self.store, self.store.sb.data_csum_type)
         self.progress = progress
+        self.rng = random.Random(os.urandom(16))   # hash seeds: one urandom call, not one per inode
         try:     # the image itself, when it lies inside the source tree, is not copied
             st = os.fstat(self.store.dev.fd)
             self.image_key = (st.st_dev, st.st_ino)
@@ -162,14 +183,17 @@ class Populator:
             self.trans = self.store.transaction()
         return self.trans
 
-    def _maybe_commit(self) -> None:
+    def _maybe_commit(self, open_dirs: list[_Dir]) -> None:
         if self.entries >= BATCH_ENTRIES or self.batch_bytes >= BATCH_BYTES:
+            # directories still being filled go in as they are now, and again later
+            for d in open_dirs:
+                self.trans.update(BtreeId.inodes, d.inode.key(d.where.snapshot))
             self.flush()
 
     def flush(self) -> None:
         if self.trans is not None:
             self.writer.flush()
-            self.trans.commit()
+            self.trans.commit(journal=False if self.entries > 64 else None)
             self.trans = None
         self.entries = 0
         self.batch_bytes = 0
@@ -191,8 +215,9 @@ class Populator:
             raise NotADirError("destination is not a directory")
         if self.fs.lookup(parent, dir_inode, name, t) is not None:
             raise ExistsError(f"{name.decode('utf-8', 'replace')}: already exists")
-        where = self._copy(host_path, st, parent, name, dir_inode)
-        self.fs._touch_dir(self._t(), parent, self.fs.inode(parent, self._t()))
+        pdir = _Dir(parent, dir_inode, False, host_path)
+        where = self._copy(host_path, st, pdir, name, [pdir])
+        self._close_dir(pdir, None)
         self.flush()
         return where
 
@@ -206,46 +231,68 @@ class Populator:
         except OSError as e:
             self.report.problems.append(f"{host_dir}: {e.strerror}")
             return
-        self._copy_children(host_dir, target, dir_inode, check_existing=True)
+        d = _Dir(target, dir_inode, False, host_dir)
+        self._fill(d, [d])
+        self._close_dir(d, st if set_root_attrs else None)
         if set_root_attrs:
-            t = self._t()
-            root = self.fs.inode(target, t)
-            self._apply_attrs(root, st)
-            self.fs.put_inode(t, target, root)
-            self._xattrs(host_dir, target, t)
+            self._xattrs(host_dir, d.where, d.inode, self._t(), existing=True)
         self.flush()
 
-    def _copy_children(self, host_dir: str, dir_where: Where, dir_inode: Inode,
-                       check_existing: bool) -> None:
+    def _close_dir(self, d: _Dir, st: os.stat_result | None) -> None:
+        """The directory is complete: its inode goes in (with the host's times if st)."""
+        if st is not None:
+            self._apply_attrs(d.inode, st)
+        elif not d.new:
+            sec, nsec = now()
+            d.inode.mtime_sec = d.inode.ctime_sec = sec
+            d.inode.mtime_nsec = d.inode.ctime_nsec = nsec
+        self._t().update(BtreeId.inodes, d.inode.key(d.where.snapshot))
+
+    def _fill(self, d: _Dir, open_dirs: list[_Dir]) -> None:
         try:
-            with os.scandir(host_dir) as it:
+            with os.scandir(d.path) as it:
                 children = sorted(it, key=lambda e: e.name)
         except OSError as e:
-            self.report.problems.append(f"{host_dir}: cannot list: {e.strerror}")
+            self.report.problems.append(f"{d.path}: cannot list: {e.strerror}")
             return
         for entry in children:
             name = os.fsencode(entry.name)
-            try:
-                check_name(name)
-            except ValueError as e:
-                self.report.problems.append(f"{entry.path}: {e}")
+            problem = name_problem(name)
+            if problem:
+                self.report.problems.append(f"{entry.path}: invalid name {name!r}: {problem}")
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as e:
                 self.report.problems.append(f"{entry.path}: {e.strerror}")
                 continue
-            if check_existing:
+            if not d.new:
                 t = self._t()
-                existing = self.fs.lookup(dir_where, self.fs.inode(dir_where, t), name, t)
-                if existing is not None:
+                if self.fs.lookup(d.where, d.inode, name, t) is not None:
                     self.report.problems.append(f"{entry.path}: already exists in the image; "
                                                 "skipped")
                     continue
-            self._copy(entry.path, st, dir_where, name, None)
+            self._copy(entry.path, st, d, name, open_dirs)
 
-    def _copy(self, path: str, st: os.stat_result, parent: Where, name: bytes,
-              dir_inode: Inode | None) -> Where | None:
+    def _slot(self, d: _Dir, name: bytes) -> int:
+        h = name_hash(name, d.inode.hash_seed)
+        if not d.new:
+            return hashed.find_slot(self._t(), BtreeId.dirents, d.where.inum, h,
+                                    self.fs.visible(d.where.snapshot))
+        while h in d.slots:
+            h += 1
+        d.slots.add(h)
+        return h
+
+    def _add_entry(self, d: _Dir, name: bytes, inum: int, mode: int) -> int:
+        slot = self._slot(d, name)
+        key = dirent_key((d.where.inum, slot, d.where.snapshot), Dirent(inum, dtype_of(mode), name))
+        t = self._t()
+        t.update_new(BtreeId.dirents, key) if d.new else t.update(BtreeId.dirents, key)
+        return slot
+
+    def _copy(self, path: str, st: os.stat_result, parent: _Dir, name: bytes,
+              open_dirs: list[_Dir]) -> Where | None:
         fs = self.fs
         mode = st.st_mode
         key = (st.st_dev, st.st_ino)
@@ -253,7 +300,7 @@ class Populator:
             self.report.problems.append(f"{path}: is the image being written; skipped")
             return None
         if not stat.S_ISDIR(mode) and st.st_nlink > 1 and key in self.links:
-            return self._hardlink(self.links[key], parent, name)
+            return self._hardlink(self.links[key], parent, name, open_dirs)
         fd = None
         if stat.S_ISREG(mode):
             try:
@@ -261,63 +308,64 @@ class Populator:
             except OSError as e:
                 self.report.problems.append(f"{path}: cannot read: {e.strerror}")
                 return None
+        t = self._t()
+        pw = parent.where
+        a, m, c, b = _times(st)
+        inode = Inode(fs.alloc_inum(t), mode=mode, uid=st.st_uid, gid=st.st_gid,
+                      nlink=2 if stat.S_ISDIR(mode) else 1,
+                      rdev=st.st_rdev if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0,
+                      atime_sec=a[0], atime_nsec=a[1], mtime_sec=m[0], mtime_nsec=m[1],
+                      ctime_sec=c[0], ctime_nsec=c[1], btime_sec=b[0], btime_nsec=b[1],
+                      hash_seed=self.rng.getrandbits(64), str_hash=self.store.sb.str_hash_type,
+                      data_csum=self.store.sb.data_csum_type, snapshot=pw.snapshot)
+        where = Where(pw.subvol, pw.snapshot, inode.inum)
         try:
-            t = self._t()
-            inode = fs.new_inode(t, parent, mode, uid=st.st_uid, gid=st.st_gid,
-                                 rdev=st.st_rdev if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0,
-                                 times=_times(st))
-            inode.nlink = 2 if stat.S_ISDIR(mode) else 1
-            where = Where(parent.subvol, parent.snapshot, inode.inum)
-            pdir = fs.inode(parent, t)
-            slot = fs._add_dirent(t, parent, pdir, name, inode.inum, dtype_of(mode))
-            inode.dir, inode.dir_offset = parent.inum, slot
-            visible = fs.visible(parent.snapshot)
+            inode.dir, inode.dir_offset = pw.inum, self._add_entry(parent, name, inode.inum, mode)
             if fd is not None:
-                write_file_data(t, self.writer, inode, visible, fd, fs.inline_max, path)
+                write_file_data(t, self.writer, inode, None, fd, fs.inline_max, path,
+                                size=st.st_size)
                 self.report.files += 1
                 self.report.bytes += inode.size
                 self.batch_bytes += inode.size
             elif stat.S_ISLNK(mode):
                 target = os.readlink(os.fsencode(path))
-                write_file_data(t, self.writer, inode, visible, [target], fs.inline_max, path)
+                write_file_data(t, self.writer, inode, None, [target], fs.inline_max, path)
                 self.report.symlinks += 1
             elif stat.S_ISDIR(mode):
                 self.report.dirs += 1
-                pdir.nlink += 1
+                parent.inode.nlink += 1
             else:
                 self.report.special += 1
-            fs.put_inode(t, where, inode)
-            fs.put_inode(t, parent, pdir)
-            self._xattrs(path, where, t)
-            if not stat.S_ISDIR(mode) and st.st_nlink > 1:
-                self.links[key] = where
+            self._xattrs(path, where, inode, t)
         finally:
             if fd is not None:
                 os.close(fd)
+        if stat.S_ISDIR(mode):
+            d = _Dir(where, inode, True, path)
+            open_dirs.append(d)
+            self._fill(d, open_dirs)
+            open_dirs.pop()
+            self._close_dir(d, st)   # the host's times, now that its children are in
+        else:
+            self._t().update_new(BtreeId.inodes, inode.key(pw.snapshot))
+            if st.st_nlink > 1:
+                self.links[key] = where
         self.entries += 1
         if self.progress is not None:
             self.progress.advance(1)
-        self._maybe_commit()
-        if stat.S_ISDIR(mode):
-            self._copy_children(path, where, inode, check_existing=False)
-            # a directory's times are the host's, after its children went in
-            t = self._t()
-            d = fs.inode(where, t)
-            self._apply_attrs(d, st)
-            fs.put_inode(t, where, d)
+        self._maybe_commit(open_dirs)
         return where
 
-    def _hardlink(self, target: Where, parent: Where, name: bytes) -> Where:
+    def _hardlink(self, target: Where, parent: _Dir, name: bytes, open_dirs) -> Where:
         fs = self.fs
         t = self._t()
         inode = fs.inode(target, t)
-        pdir = fs.inode(parent, t)
-        fs._add_dirent(t, parent, pdir, name, inode.inum, dtype_of(inode.mode))
+        self._add_entry(parent, name, inode.inum, inode.mode)
         inode.nlink += 1
         fs.put_inode(t, target, inode)
         self.report.hardlinks += 1
         self.entries += 1
-        self._maybe_commit()
+        self._maybe_commit(open_dirs)
         return target
 
     def _apply_attrs(self, inode: Inode, st: os.stat_result) -> None:
@@ -326,11 +374,12 @@ class Populator:
         inode.mode = st.st_mode
         inode.uid, inode.gid = st.st_uid, st.st_gid
 
-    def _xattrs(self, path: str, where: Where, t) -> None:
+    def _xattrs(self, path: str, where: Where, inode: Inode, t, *, existing: bool = False) -> None:
         try:
             names = os.listxattr(path, follow_symlinks=False)
         except OSError:
             return
+        slots: set[int] = set()
         for n in names:
             try:
                 value = os.getxattr(path, n, follow_symlinks=False)
@@ -338,10 +387,31 @@ class Populator:
                 self.report.problems.append(f"{path}: xattr {n}: {e.strerror}")
                 continue
             try:
-                self.fs.setxattr(where, os.fsencode(n), value, trans=t)
+                if existing:
+                    self.fs.setxattr(where, os.fsencode(n), value, trans=t)
+                else:
+                    self._new_xattr(t, where, inode, os.fsencode(n), value, slots)
                 self.report.xattrs += 1
             except ValueError as e:
                 self.report.problems.append(f"{path}: xattr {n}: {e}")
+
+    def _new_xattr(self, t, where: Where, inode: Inode, full: bytes, value: bytes,
+                   slots: set[int]) -> None:
+        """An xattr of an inode this run created: slot chosen without lookups."""
+        from ..formats.constants import XATTR_NAME_MAX, XATTR_VALUE_MAX
+
+        parsed = split_name(full)
+        if parsed is None:
+            raise InvalidNameError(f"xattr name {full!r} has no known namespace prefix")
+        x_type, xname = parsed
+        if len(xname) > XATTR_NAME_MAX or len(value) > XATTR_VALUE_MAX or b"\0" in xname:
+            raise InvalidNameError(f"xattr {full!r} too long or invalid")
+        h = name_hash(bytes([x_type]) + xname, inode.hash_seed)
+        while h in slots:
+            h += 1
+        slots.add(h)
+        t.update_new(BtreeId.xattrs, xattr_key((where.inum, h, where.snapshot),
+                                               Xattr(x_type, xname, value)))
 
 
 def populate_from_directory(store, source: str, *, progress=None) -> dict:

@@ -545,7 +545,7 @@ def c_btree_stale(c: Ctx):
 def c_node_seq(c: Ctx):
     """An inodes leaf carries another node_seq than its parent pointer expects (a
     stale node; resealed)."""
-    n = leaf(c, INO, 4)
+    n = leaf(c, INO, -1)   # any leaf below the root
     lib.rewrite_node(c.img, n, header_changes={"node_seq": n.node_seq ^ 0x10})
     return paths_of_node_keys(c, n)
 
