@@ -8,16 +8,15 @@ differs from the bucket's is stale: an error, not a silent update.
 
 from __future__ import annotations
 
+from ..extents import decode_extent
 from ..formats.ids import AccountingType, BtreeId, DataType, KeyType
 from ..keys import Key, register_trigger
+from ..reflink import decode_reflink_v
 from .accounting import acct_pos
 from .alloc_key import mark_bucket
 
 
 def _extent_value(k: Key):
-    from ..extents import decode_extent
-    from ..reflink import decode_reflink_v
-
     if k.type == KeyType.extent:
         return decode_extent(k.val)
     if k.type == KeyType.reflink_v:
