@@ -590,21 +590,16 @@ class Filesystem:
         return iter_read(self.store, where.inum, self.visible(where.snapshot), inode.size, what)
 
     def write(self, where: Where, offset: int, data: bytes, what: str = "") -> None:
-        t = self.store.transaction()
-        self.check_writable(where, t)
-        inode = self.inode(where, t)
-        if inode.is_dir:
-            raise IsADirError(f"{what}: is a directory")
-        w = DataWriter(self.store, inode.data_csum)
-        inode.snapshot = where.snapshot
-        inode.sectors += write_range(t, w, inode, self.visible(where.snapshot), offset, data,
-                                     self.inline_max, what)
-        w.flush()
-        inode.mtime_sec, inode.mtime_nsec = inode.ctime_sec, inode.ctime_nsec = now()
-        self.put_inode(t, where, inode)
-        t.commit()
+        self._edit_data(where, what, lambda t, w, inode, visible: write_range(
+            t, w, inode, visible, offset, data, self.inline_max, what))
 
     def truncate(self, where: Where, size: int, what: str = "") -> None:
+        self._edit_data(where, what, lambda t, w, inode, visible: truncate_range(
+            t, w, inode, visible, size, self.inline_max, what))
+
+    def _edit_data(self, where: Where, what: str, edit) -> None:
+        """One transaction changing a file's data: edit(trans, writer, inode, visible)
+        returns the change in the inode's sectors; mtime/ctime become now."""
         t = self.store.transaction()
         self.check_writable(where, t)
         inode = self.inode(where, t)
@@ -612,8 +607,7 @@ class Filesystem:
             raise IsADirError(f"{what}: is a directory")
         w = DataWriter(self.store, inode.data_csum)
         inode.snapshot = where.snapshot
-        inode.sectors += truncate_range(t, w, inode, self.visible(where.snapshot), size,
-                                        self.inline_max, what)
+        inode.sectors += edit(t, w, inode, self.visible(where.snapshot))
         w.flush()
         inode.mtime_sec, inode.mtime_nsec = inode.ctime_sec, inode.ctime_nsec = now()
         self.put_inode(t, where, inode)
