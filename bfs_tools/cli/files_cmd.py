@@ -122,6 +122,7 @@ def _link_target(fs, entry, inode) -> bytes:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def ls_cmd(image, path, long, recursive, as_json):
     """List the directory PATH (default /) in IMAGE."""
+    from ..formats.ids import DirentType
     from ..fs.filesystem import Entry
 
     with _open(image) as fs:
@@ -147,12 +148,17 @@ def ls_cmd(image, path, long, recursive, as_json):
             rows = []
             subdirs = []
             for e in entries:
-                ino = fs.get_inode(e.where)
-                if ino is None:
-                    message(f"bfs: warning: {dpath}/{e.name!r}: missing inode")
-                    continue
+                if long or as_json:
+                    ino = fs.get_inode(e.where)
+                    if ino is None:
+                        message(f"bfs: warning: {dpath}/{e.name!r}: missing inode")
+                        continue
+                    is_dir = ino.is_dir
+                else:   # names only: the dirent's type is enough (like ls without -l)
+                    ino = None
+                    is_dir = e.dirent.d_type in (DirentType.dir, DirentType.subvol)
                 rows.append((e, ino))
-                if ino.is_dir:
+                if is_dir:
                     subdirs.append((dpath.rstrip("/") + "/" + e.name.decode("utf-8", "surrogateescape"),
                                     e.where))
             if as_json:
