@@ -85,15 +85,19 @@ PASSES = [
 
 
 def open_for_check(path, mode: str) -> Store:
-    from ..io.device import FileDevice
+    """Open an image path (or a Device: tests, crash states) for a check in `mode`."""
+    from ..io.device import Device, FileDevice
     from ..superblock import read_layout_record
 
     layout = None
     if mode != "no":
         # the writable open rewrites the layout record: read it as found first
         try:
-            with FileDevice(str(path)) as dev:
-                layout = read_layout_record(dev)
+            if isinstance(path, Device):
+                layout = read_layout_record(path)
+            else:
+                with FileDevice(str(path)) as dev:
+                    layout = read_layout_record(dev)
         except BfsError:
             pass
     write = mode != "no"
@@ -172,13 +176,14 @@ def _open_probed(path, write: bool, failed_store) -> Store | None:
     the store is opened again with the values the nodes and entries agree on
     (a repairing check writes them to the superblock)."""
     from ..formats.ids import ChecksumType
-    from ..io.device import FileDevice
+    from ..io.device import Device, FileDevice
     from ..store import check_features
     from ..superblock import read_superblock
 
     if failed_store is not None:
         failed_store.abort()
-    dev = FileDevice(str(path), write=write)
+    given = isinstance(path, Device)
+    dev = path if given else FileDevice(str(path), write=write)
     try:
         rr = read_superblock(dev)
         found = _probe(dev, rr.sb)
@@ -198,7 +203,7 @@ def _open_probed(path, write: bool, failed_store) -> Store | None:
         sb.csum_type = ChecksumType(ct)
         check_features(sb, write)
         store = Store(dev, sb, read_only=not write, sb_report=rr)
-        store.owns_device = True
+        store.owns_device = not given
         store.btrees.lenient = True
         store._check_geometry()
         store._load(False)

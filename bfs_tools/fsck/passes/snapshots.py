@@ -12,14 +12,16 @@ repaired, so -n reports what -y would do):
   4. depth and tree id inherited from the parent; each tree root has its
      snapshot_trees entry, and no entry names anything else;
   5. leftovers of an interrupted deletion (dead or single-child interior
-     nodes) are cleaned up after the alloc pass, as `snapshot delete` would.
+     nodes) are cleaned up after the alloc pass, as `snapshot delete` would;
+     they are a finding only when no deletion is in progress (the superblock
+     flag deleting_snapshots: a crash during `snapshot delete` is not damage).
 """
 
 from __future__ import annotations
 
 from ...errors import BfsError
 from ...formats.constants import ROOT_INODE, ROOT_SUBVOL
-from ...formats.ids import BtreeId, KeyType, SnapshotFlags, SubvolumeFlags
+from ...formats.ids import BtreeId, KeyType, SbFlags, SnapshotFlags, SubvolumeFlags
 from ...keys import deleted_key
 from ...snapshots.table import invalidate
 from ...snapshots.values import (
@@ -106,7 +108,13 @@ def run(ctx) -> None:
         pending = pending_work(ctx.store.btrees)
     else:
         pending = any(_dead(s) or _redundant(s) for s in st.snaps.values())
-    if pending:
+    if pending and ctx.store.sb.flags & SbFlags.deleting_snapshots:
+        # Fix (check -n after a crash in `snapshot delete` exited 4): the superblock
+        # says a deletion is in progress (set, and flushed, before its first commit;
+        # cleared after its last), so dead nodes are its unfinished cleanup, the state
+        # a crash leaves, not damage. Finished like a writable open does, no finding.
+        ctx.state["cleanup_pending"] = True
+    elif pending:
         if ctx.report("snapshot_deletion_unfinished", "snapshots",
                       "a snapshot deletion was interrupted (or left a dead snapshot node); "
                       "finishing it"):
