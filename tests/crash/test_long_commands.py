@@ -23,6 +23,7 @@ import stat
 
 from bfs_tools.io.crash import CrashLimits
 from bfs_tools.snapshots import cleanup
+from tests.fsck import lib
 
 from . import workloads as W
 from .conftest import FULL
@@ -40,7 +41,6 @@ from .harness import (
     run,
     states_of,
 )
-from tests.fsck import lib
 
 MANY_LIMITS = CrashLimits(prefixes=24, drops=12, subsets=24, torn=12)
 REOPEN = True if FULL else (lambda n: n % 2 == 0)     # the writable open as well

@@ -21,11 +21,11 @@ import pytest
 
 from bfs_tools.io.crash import CrashLimits, crash_states
 from bfs_tools.io.device import MemoryDevice, RecordingDevice
+from tests.fsck import lib
+from tests.fsck.make_corpus import FIXTURES
 
 from .conftest import FULL
 from .harness import check_n, check_y, diff, model_of
-from tests.fsck import lib
-from tests.fsck.make_corpus import FIXTURES
 
 DIRS = sorted(p for p in FIXTURES.glob("[0-9][0-9][0-9]-*") if p.is_dir())
 LIMITS = (CrashLimits(prefixes=6, drops=4, subsets=6, torn=4) if FULL

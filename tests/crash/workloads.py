@@ -33,9 +33,9 @@ import stat
 import tempfile
 
 from bfs_tools.io.device import MemoryDevice
+from tests.fsck import lib
 
 from .harness import FORMAT_ARGS, GEOMETRY, IMAGE, Cmd, formatted_device, run
-from tests.fsck import lib
 
 _HOST: str | None = None
 HUGE = 600

@@ -886,6 +886,7 @@ def c_snap_deletion(c: Ctx):
     finally:
         cleanup.cleanup_dead_snapshots = real
     from bfs_tools.formats.ids import SbFlags
+
     from tests.helpers import rewrite_superblock
 
     rewrite_superblock(c.img, lambda sb: setattr(sb, "flags", sb.flags & ~SbFlags.deleting_snapshots))
