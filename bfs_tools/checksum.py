@@ -1,7 +1,9 @@
 """Checksums behind one function: `checksum(type, data) -> int` (stored as u64).
 
-crc32c uses google-crc32c (hardware accelerated, ~8 GB/s here; crcmod's
-pure-table version measured ~350 MB/s), crc64 is CRC-64/WE (the ECMA-182 polynomial) via crcmod, xxhash
+crc32c uses the crc32c package (SSE4.2 / ARMv8 instructions: ~20 GB/s here,
+google-crc32c ~13 GB/s, crcmod's table version ~350 MB/s; unlike google-crc32c
+it takes any buffer — a memoryview of a node or of a read buffer is checksummed
+without a copy — and releases the GIL on large inputs), crc64 is CRC-64/WE (the ECMA-182 polynomial) via crcmod, xxhash
 is xxh3-64.
 """
 
@@ -9,13 +11,43 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import google_crc32c
 import xxhash
 
 from .errors import FormatError
 from .formats.ids import ChecksumType
 
 _crc64: Callable[[bytes], int] | None = None
+
+
+def _load_crc32c() -> Callable:
+    """crc32c.crc32c, without running the package's __init__: that imports
+    importlib.metadata (for its __version__) and an argparse CLI, ~30-50 ms of
+    every command's start-up. The extension module is loaded from the package
+    directory directly; any surprise falls back to the ordinary import."""
+    try:
+        import importlib.machinery
+        import importlib.util
+        import os
+        import sys
+
+        mod = sys.modules.get("crc32c._crc32c")
+        if mod is None:
+            spec = importlib.util.find_spec("crc32c")   # locates, does not execute
+            where = spec.submodule_search_locations[0]
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = os.path.join(where, "_crc32c" + suffix)
+                if os.path.exists(path):
+                    loader = importlib.machinery.ExtensionFileLoader("crc32c._crc32c", path)
+                    ext = importlib.util.spec_from_file_location("crc32c._crc32c", path,
+                                                                 loader=loader)
+                    mod = importlib.util.module_from_spec(ext)
+                    loader.exec_module(mod)
+                    break
+        return mod.crc32c
+    except Exception:   # noqa: BLE001 - any layout change: the documented import
+        import crc32c
+
+        return crc32c.crc32c
 
 
 def _crc64_fn() -> Callable[[bytes], int]:
@@ -33,7 +65,7 @@ def _none(data) -> int:
 
 _FUNCS: dict[int, Callable] = {
     ChecksumType.none: _none,
-    ChecksumType.crc32c: google_crc32c.value,
+    ChecksumType.crc32c: _load_crc32c(),
     ChecksumType.xxhash: xxhash.xxh3_64_intdigest,
 }
 
@@ -46,8 +78,6 @@ def checksum(csum_type: int, data) -> int:
             fn = _FUNCS[ChecksumType.crc64] = _crc64_fn()
         else:
             raise FormatError(f"unknown checksum type {csum_type}")
-    if fn is google_crc32c.value and not isinstance(data, bytes):
-        data = bytes(data)
     return fn(data)
 
 
