@@ -104,6 +104,11 @@ def _apply_ref_deltas(trans) -> None:
     deltas = trans.deferred_state.pop("reflink_refs", [])
     if not deltas:
         return
+    changes: dict[tuple, list] = {}        # pos -> [indirect key, net delta]
+    # the common case first: a pointer to indirect keys made in this transaction
+    # (a remap's new keys: freshly allocated indexes, nothing else there), found
+    # by position from the end of its range, one dict lookup per key
+    deltas = [d for d in deltas if not _net_new(trans, d, changes)]
     deltas.sort(key=lambda d: d[0])
     clusters: list[list[tuple]] = []
     hi = None
@@ -114,7 +119,6 @@ def _apply_ref_deltas(trans) -> None:
         else:
             clusters.append([d])
             hi = d[1]
-    changes: dict[tuple, list] = {}        # pos -> [indirect key, net delta]
     spans: list[tuple[int, int]] = []     # (start, end) of every indirect key seen
     for cl in clusters:
         lo, top = cl[0][0], max(d[1] for d in cl)
@@ -152,6 +156,26 @@ def _apply_ref_deltas(trans) -> None:
             trans.delete(BtreeId.reflink, v.pos)
         else:
             trans.update(BtreeId.reflink, with_refcount(v, refs))
+
+
+def _net_new(trans, delta: tuple, changes: dict) -> bool:
+    """Add `delta` to `changes` if new indirect keys (queued with update_new)
+    cover its range exactly end to start; False (nothing added) otherwise."""
+    start, end, sign, _pos = delta
+    if start >= end:
+        return False
+    tiles = []
+    at = end
+    while at > start:
+        v = trans.pending_new(BtreeId.reflink, (0, at, 0))
+        if v is None:
+            return False
+        tiles.append(v)
+        at = v.start
+    for v in tiles:
+        if v.type != KeyType.error:
+            changes.setdefault(v.pos, [v, 0])[1] += sign
+    return True
 
 
 def overlapping(trans, lo: int, hi: int):

@@ -31,10 +31,19 @@ transaction per command, all or nothing.
 from __future__ import annotations
 
 import os
+import random
 import stat
 from dataclasses import dataclass
 
-from .errors import BfsError, CorruptionError, CrossDeviceError, IsADirError, NoSpaceError
+from .errors import (
+    BfsError,
+    CorruptionError,
+    CrossDeviceError,
+    ExistsError,
+    IsADirError,
+    NoSpaceError,
+    NotFoundError,
+)
 from .extents import cut
 from .formats.constants import REFLINK_IDX_MAX, REFLINK_REFCOUNT_MAX, U32_MAX, U64_MAX
 from .formats.ids import BtreeId, KeyType
@@ -50,6 +59,9 @@ from .fs.data import (
     visible_extents,
 )
 from .fs.extent_update import replace_range
+from .fs.filesystem import Where, now
+from .fs.inode import Inode
+from .fs.populate import NewDir, new_xattr
 from .keys import Key
 from .reflink import ReflinkP, decode_reflink_p, overlapping, reflink_p_key
 
@@ -160,15 +172,21 @@ class Remapper:
 
     # ------------------------------------------------------------ sharing
 
-    def share(self, src, src_inode, start: int, end: int) -> list[Segment]:
+    def share(self, src, src_inode, start: int, end: int, data=None) -> list[Segment]:
         """Make the source's sectors [start, end) indirect; returns its segments
-        (holes have none). The source keeps reading the same bytes."""
+        (holes have none). The source keeps reading the same bytes. data: the
+        keys the source's snapshot sees over [start, end), if the caller read
+        them already (in order; keys outside the range are skipped)."""
         t = self.trans
         fs = self.fs
         visible = fs.visible(src.snapshot)
+        if data is None:
+            data = visible_extents(t, src.inum, visible, start, end)
         keys = []
         need = 0
-        for k in visible_extents(t, src.inum, visible, start, end):
+        for k in data:
+            if k.end <= start or k.start >= end:
+                continue
             if k.type == KeyType.error:
                 raise CannotShareError(f"data at byte {k.start * SECTOR} of the source was lost; "
                                        "it cannot be shared")
@@ -208,7 +226,9 @@ class Remapper:
                     piece, whole = cut(k, s, e), False
                 vtype = KeyType.reflink_v if k.type == KeyType.extent else \
                     KeyType.indirect_inline_data
-                t.update(R, Key((0, idx + e - s, 0), vtype, _ZERO_REFS + piece.val, size=e - s))
+                # fresh indexes (past every indirect key): update_new
+                t.update_new(R, Key((0, idx + e - s, 0), vtype, _ZERO_REFS + piece.val,
+                                    size=e - s))
                 seg = Segment(s, e, idx, True)
                 segs.append(seg)
                 converted.append((k, seg))
@@ -317,18 +337,19 @@ class Remapper:
         t = self.trans
         if fresh:
             for pk in pkeys:
-                t.update(E, pk)
+                t.update_new(E, pk)
             return sum(pk.size for pk in pkeys)
         return replace_range(t, dst.inum, dst.snapshot, start, end, pkeys,
                              self.fs.visible(dst.snapshot))
 
     def remap(self, src, src_inode, src_off: int, dst, dst_inode, dst_off: int, length: int,
               *, what: str = "", to_eof: bool = False, fresh: bool = False,
-              dst_checked: bool = False) -> int:
+              dst_checked: bool = False, data=None) -> int:
         """Share bytes [src_off, src_off + length) of src at dst_off of dst (length 0:
         to the source's EOF). Updates dst_inode (size, sectors, times; the caller
         puts it). to_eof: the destination ends with the range (data after it goes).
-        Returns the length shared. dst_checked: the caller made sure dst is writable."""
+        Returns the length shared. dst_checked: the caller made sure dst is writable.
+        data: the source's visible data keys, if already read (see share)."""
         if not dst_checked:
             self.fs.check_writable(dst, self.trans)
         length = self.check_request(src, src_inode, src_off, dst, dst_inode, dst_off, length,
@@ -339,15 +360,13 @@ class Remapper:
         a, b = src_off // SECTOR, (src_off + blen) // SECTOR
         d = dst_off // SECTOR
         if length:
-            segs = self.share(src, src_inode, a, b)
+            segs = self.share(src, src_inode, a, b, data)
             end = END_OF_FILE if to_eof else d + (b - a)
             dst_inode.sectors += self.place(dst, segs, d - a, d, end, fresh=fresh)
         elif to_eof and not fresh:
             dst_inode.sectors += replace_range(self.trans, dst.inum, dst.snapshot, d, END_OF_FILE,
                                                [], self.fs.visible(dst.snapshot))
         dst_inode.size = dst_off + length if to_eof else max(dst_inode.size, dst_off + length)
-        from .fs.filesystem import now
-
         dst_inode.mtime_sec, dst_inode.mtime_nsec = dst_inode.ctime_sec, dst_inode.ctime_nsec = now()
         return length
 
@@ -400,7 +419,7 @@ def copy_data(fs, trans, writer: DataWriter, src, src_inode, dst, dst_inode, *,
     dst_inode.size = size
     if fresh:
         for k in keys:
-            trans.update(E, k)
+            trans.update_new(E, k)
         dst_inode.sectors = sum(k.size for k in keys)
     else:
         dst_inode.sectors += replace_range(trans, inum, snap, 0, END_OF_FILE, keys,
@@ -420,8 +439,6 @@ def reflink_paths(fs, src_path: str, dst_path: str, *, src_offset: int = 0, dst_
     whole file is shared and DST becomes an exact copy (created if missing, with
     SRC's permissions less the umask, like cp). Returns the bytes shared.
     dst_fs: the destination's filesystem, which must be fs (one image)."""
-    from .errors import NotFoundError
-
     if dst_fs is not None and dst_fs is not fs and dst_fs.store is not fs.store:
         raise CrossDeviceError("cannot share data between two images")
     whole = src_offset == 0 and dst_offset == 0 and length == 0
@@ -469,11 +486,45 @@ class CopyReport:
     xattrs: int = 0
 
 
+class _Src:
+    """One object of the tree being copied, read before anything is written: where
+    it is, its inode, its name and directory (None: the top), the data keys its
+    snapshot sees (regular files), its xattrs; then `copy`: the copy's Where."""
+
+    __slots__ = ("where", "inode", "name", "parent", "data", "xattrs", "copy")
+
+    def __init__(self, where, inode, name: bytes, parent: _Src | None):
+        self.where = where
+        self.inode = inode
+        self.name = name
+        self.parent = parent
+        self.data = None
+        self.xattrs = ()
+        self.copy = None
+
+    def path(self, top: str) -> str:
+        """Its path for messages, `top` being the top's (built only when needed)."""
+        names = []
+        n = self
+        while n.parent is not None:
+            names.append(n.name.decode("utf-8", "backslashreplace"))
+            n = n.parent
+        return "/".join([top.rstrip("/") or "", *reversed(names)]) if names else top
+
+
 class Copier:
     """`cp -a` inside one image, in one transaction: new inodes with the source's
     mode, owner, atime/mtime and xattrs; symlinks as symlinks; hard links inside
     the copied tree stay hard links; file data shared (reflink "auto"/"always")
-    or copied ("never")."""
+    or copied ("never").
+
+    A tree is copied in two passes, as the host import does (fs/populate.py):
+    the whole source tree is read first (dirents level by level, then inodes,
+    data keys and xattrs, each in btree order), then every key of the copy is
+    queued, with the new directories' dirent slots kept in memory (NewDir) and
+    every new inode written once, unlooked-up. Reading everything before
+    writing also means the copy never sees itself, even when it lands inside
+    the tree being copied (in another subvolume)."""
 
     def __init__(self, fs, trans, reflink: str = "auto", progress=None):
         if reflink not in ("auto", "always", "never"):
@@ -484,18 +535,21 @@ class Copier:
         self.progress = progress
         self.remapper = Remapper(fs, trans)
         self.writer = DataWriter(fs.store, fs.store.sb.data_csum_type)
-        self.links: dict[tuple[int, int], object] = {}   # (subvol, inum) of source -> copy
-        self.created: set[tuple[int, int]] = set()       # (subvol, inum) of every copy
+        self.links: dict[tuple[int, int], tuple] = {}   # (subvol, inum) of source -> (Where, Inode)
         self.report = CopyReport()
+        self._rng = random.Random(os.urandom(16))       # hash seeds: one urandom call
 
     # --------------------------------------------------------------- data
 
-    def file_data(self, src, src_inode, dst, dst_inode, *, fresh: bool, what: str) -> None:
-        """dst's contents become src's (shared or copied), dst's size = src's."""
+    def file_data(self, src, src_inode, dst, dst_inode, *, fresh: bool, what: str,
+                  data=None) -> None:
+        """dst's contents become src's (shared or copied), dst's size = src's.
+        data: src's visible data keys, if already read."""
         if self.reflink != "never":
             try:
                 n = self.remapper.remap(src, src_inode, 0, dst, dst_inode, 0, src_inode.size,
-                                        what=f"{what}: ", to_eof=True, fresh=fresh, dst_checked=True)
+                                        what=f"{what}: ", to_eof=True, fresh=fresh,
+                                        dst_checked=True, data=data)
                 self.report.cloned_bytes += n
                 return
             except CannotShareError:
@@ -508,109 +562,138 @@ class Copier:
     def finish(self) -> None:
         self.writer.flush()
 
-    # --------------------------------------------------------------- objects
-
-    def _xattrs(self, src, dst) -> None:
+    def copy_xattrs(self, src, dst) -> None:
+        """src's xattrs onto the existing inode dst."""
         fs = self.fs
         for x in fs.listxattr(src, self.trans):
             fs.setxattr(dst, x.full_name, x.value, trans=self.trans)
             self.report.xattrs += 1
 
-    def _new(self, src, src_inode, parent, pdir, name: bytes):
-        """A new inode in `parent` (whose inode object is pdir) like src_inode."""
-        from .fs.filesystem import Where, dtype_of, now
-
-        fs, t = self.fs, self.trans
-        c = now()
-        times = ((src_inode.atime_sec, src_inode.atime_nsec),
-                 (src_inode.mtime_sec, src_inode.mtime_nsec), c, c)
-        inode = fs.new_inode(t, parent, src_inode.mode, uid=src_inode.uid, gid=src_inode.gid,
-                             rdev=src_inode.rdev, times=times)
-        where = Where(parent.subvol, parent.snapshot, inode.inum)
-        slot = fs._add_dirent(t, parent, pdir, name, inode.inum, dtype_of(src_inode.mode))
-        inode.dir, inode.dir_offset = parent.inum, slot
-        self.created.add((where.subvol, where.inum))
-        return where, inode
+    # --------------------------------------------------------------- trees
 
     def copy(self, src, src_inode, parent, name: bytes, what: str):
         """Copy src (any type; directories with everything below) into the
         directory `parent` as `name`, which must not exist. Returns its Where."""
-        from .errors import ExistsError
-
         fs, t = self.fs, self.trans
-        pdir = fs.inode(parent, t)
-        if fs.lookup(parent, pdir, name, t) is not None:
+        pdir = NewDir(parent, fs.inode(parent, t), False, "")
+        if fs.lookup(parent, pdir.inode, name, t) is not None:
             raise ExistsError(f"{what}: already exists")
-        where = self._copy_one(src, src_inode, parent, pdir, name, what)
-        fs._touch_dir(t, parent, pdir, 1 if src_inode.is_dir else 0)
-        return where
+        top = _Src(src, src_inode, name, None)
+        nodes = self._read_tree(top)
+        self._write(nodes, pdir, what)
+        fs._touch_dir(t, parent, pdir.inode)     # (_write counted a directory's link)
+        return top.copy
 
-    def _copy_one(self, src, src_inode, parent, pdir, name: bytes, what: str):
+    def copy_children(self, src_dir, dst_dir, dst_inode, what: str) -> None:
+        """Copy the entries of src_dir into the existing directory dst_dir (cp -r
+        into a directory that already holds the source's name). A name that
+        exists on both sides is refused: nothing is changed."""
         fs, t = self.fs, self.trans
-        key = (src.subvol, src.inum)
-        if not src_inode.is_dir and src_inode.nlink > 1 and key in self.links:
-            target = self.links[key]
-            ino = fs.inode(target, t)
-            from .fs.filesystem import dtype_of
+        top = _Src(src_dir, fs.inode(src_dir, t), b"", None)
+        nodes = self._read_tree(top)
+        for n in nodes[1:]:
+            if n.parent is top and fs.lookup(dst_dir, dst_inode, n.name, t) is not None:
+                raise ExistsError(f"{n.path(what)}: already exists")
+        top.copy = dst_dir
+        ddir = NewDir(dst_dir, dst_inode, False, "")
+        self._write(nodes, ddir, what, into=top)
+        src_inode = top.inode
+        dst_inode.atime_sec, dst_inode.atime_nsec = src_inode.atime_sec, src_inode.atime_nsec
+        dst_inode.mtime_sec, dst_inode.mtime_nsec = src_inode.mtime_sec, src_inode.mtime_nsec
+        fs.put_inode(t, dst_dir, dst_inode)
 
-            fs._add_dirent(t, parent, pdir, name, ino.inum, dtype_of(ino.mode))
-            ino.nlink += 1
-            fs.put_inode(t, target, ino)
-            self.report.hardlinks += 1
-            return target
-        where, inode = self._new(src, src_inode, parent, pdir, name)
-        if src_inode.is_reg:
-            self.file_data(src, src_inode, where, inode, fresh=True, what=what)
-            self.report.files += 1
-            self.report.bytes += src_inode.size
-        elif src_inode.is_lnk:
-            copy_data(fs, t, self.writer, src, src_inode, where, inode, what=what, fresh=True)
-            self.report.symlinks += 1
-        elif src_inode.is_dir:
-            self.report.dirs += 1
-        else:
-            self.report.special += 1
-        # file data sets mtime to now: the copy keeps the source's times
-        inode.atime_sec, inode.atime_nsec = src_inode.atime_sec, src_inode.atime_nsec
-        inode.mtime_sec, inode.mtime_nsec = src_inode.mtime_sec, src_inode.mtime_nsec
-        fs.put_inode(t, where, inode)
-        self._xattrs(src, where)
-        if not src_inode.is_dir and src_inode.nlink > 1:
-            self.links[key] = where
-        if src_inode.is_dir:
-            self._copy_children(src, where, inode, what)
+    def _read_tree(self, top: _Src) -> list[_Src]:
+        """top and everything below it, parents before children; each with its
+        inode, data keys (regular files) and xattrs. Reads only: nothing of the
+        copy is queued yet, so the reads see the tree as it was."""
+        fs, t = self.fs, self.trans
+        nodes = [top]
+        level = [top] if top.inode.is_dir else []
+        while level:
+            children = [_Src(e.where, None, e.name, d)
+                        for d in level for e in fs.readdir(d.where, t)]
+            # inodes in btree order: neighbouring lookups stay in one leaf
+            for c in sorted(children, key=_btree_order):
+                c.inode = fs.get_inode(c.where, t)
+                if c.inode is None:
+                    raise NotFoundError(f"inode {c.where.inum} does not exist in snapshot "
+                                        f"{c.where.snapshot}")
+            nodes += children
+            level = [c for c in children if c.inode.is_dir]
+        visible = fs.visible
+        for n in sorted(nodes, key=_btree_order):
+            w = n.where
+            if n.inode.is_reg:
+                n.data = list(visible_extents(t, w.inum, visible(w.snapshot)))
+            n.xattrs = fs.listxattr(w, t)
+        return nodes
+
+    def _write(self, nodes: list[_Src], pdir: NewDir, what: str, into: _Src | None = None) -> None:
+        """Queue the copy of `nodes` (from _read_tree) into the directory pdir;
+        into: the top node is not copied, its children go straight into pdir."""
+        fs, t, report = self.fs, self.trans, self.report
+        dirs = {id(into): pdir} if into is not None else {}
+        new_inodes = []
+        sec, nsec = now()
+        sb = fs.store.sb
+        for n in nodes:
+            if n is into:
+                continue
+            d = dirs[id(n.parent)] if n.parent is not None else pdir
+            si = n.inode
+            key = (n.where.subvol, n.where.inum)
+            if not si.is_dir and si.nlink > 1 and key in self.links:
+                where, inode = self.links[key]
+                d.add_entry(t, fs, n.name, inode.inum, inode.mode)
+                inode.nlink += 1
+                n.copy = where
+                report.hardlinks += 1
+                self._advance()
+                continue
+            inode = Inode(fs.alloc_inum(t), mode=si.mode, uid=si.uid, gid=si.gid,
+                          nlink=2 if si.is_dir else 1, rdev=si.rdev,
+                          atime_sec=si.atime_sec, atime_nsec=si.atime_nsec,
+                          mtime_sec=si.mtime_sec, mtime_nsec=si.mtime_nsec,
+                          ctime_sec=sec, ctime_nsec=nsec, btime_sec=sec, btime_nsec=nsec,
+                          hash_seed=self._rng.getrandbits(64), str_hash=sb.str_hash_type,
+                          data_csum=sb.data_csum_type, snapshot=d.where.snapshot)
+            where = Where(d.where.subvol, d.where.snapshot, inode.inum)
+            inode.dir, inode.dir_offset = d.where.inum, d.add_entry(t, fs, n.name, inode.inum,
+                                                                     si.mode)
+            n.copy = where
+            if si.is_reg:
+                self.file_data(n.where, si, where, inode, fresh=True, what=n.path(what),
+                               data=n.data)
+                report.files += 1
+                report.bytes += si.size
+            elif si.is_lnk:
+                copy_data(fs, t, self.writer, n.where, si, where, inode, what=n.path(what),
+                          fresh=True)
+                report.symlinks += 1
+            elif si.is_dir:
+                dirs[id(n)] = NewDir(where, inode, True, "")
+                d.inode.nlink += 1
+                report.dirs += 1
+            else:
+                report.special += 1
+            # file data sets mtime to now: the copy keeps the source's
+            inode.mtime_sec, inode.mtime_nsec = si.mtime_sec, si.mtime_nsec
+            slots: set[int] = set()
+            for x in n.xattrs:
+                new_xattr(t, where, inode, x.full_name, x.value, slots)
+                report.xattrs += 1
+            new_inodes.append((where, inode))
+            if not si.is_dir and si.nlink > 1:
+                self.links[key] = (where, inode)
+            self._advance()
+        # every new inode once, complete (links counted, directories filled)
+        for where, inode in new_inodes:
+            t.update_new(BtreeId.inodes, inode.key(where.snapshot))
+
+    def _advance(self) -> None:
         if self.progress is not None:
             self.progress.advance(1)
-        return where
 
-    def _copy_children(self, src_dir, dst_dir, dst_inode, what: str) -> None:
-        """Copy the entries of src_dir into the (new or existing) directory dst_dir,
-        depth first without recursion."""
-        fs, t = self.fs, self.trans
-        stack = [(src_dir, dst_dir, dst_inode, what, iter(fs.readdir(src_dir, t)))]
-        while stack:
-            sdir, ddir, dino, dwhat, entries = stack[-1]
-            entry = next(entries, None)
-            if entry is None:
-                stack.pop()
-                sino = fs.inode(sdir, t)
-                dino.atime_sec, dino.atime_nsec = sino.atime_sec, sino.atime_nsec
-                dino.mtime_sec, dino.mtime_nsec = sino.mtime_sec, sino.mtime_nsec
-                fs.put_inode(t, ddir, dino)
-                continue
-            if (entry.where.subvol, entry.where.inum) in self.created:
-                continue            # the copy itself, inside the tree being copied
-            sino = fs.inode(entry.where, t)
-            shown = dwhat.rstrip("/") + "/" + entry.name.decode("utf-8", "backslashreplace")
-            if sino.is_dir:
-                where, inode = self._new(entry.where, sino, ddir, dino, entry.name)
-                fs.put_inode(t, where, inode)
-                self._xattrs(entry.where, where)
-                dino.nlink += 1
-                self.report.dirs += 1
-                if self.progress is not None:
-                    self.progress.advance(1)
-                stack.append((entry.where, where, inode, shown,
-                              iter(fs.readdir(entry.where, t))))
-            else:
-                self._copy_one(entry.where, sino, ddir, dino, entry.name, shown)
+
+def _btree_order(n: _Src) -> tuple[int, int]:
+    return n.where.inum, n.where.snapshot

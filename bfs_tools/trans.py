@@ -162,6 +162,15 @@ class Transaction:
             new = self._new[btree_id] = set()
         new.add(key.pos)
 
+    def pending_new(self, btree_id: int, pos: Pos) -> Key | None:
+        """The key queued at pos if the position held no key before this
+        transaction (queued with update_new), else None."""
+        new = self._new.get(btree_id)
+        if new is None or pos not in new:
+            return None
+        k = self.updates[btree_id].get(pos)
+        return None if k is None or k.type == _DELETED else k
+
     def before(self, btree_id: int, fn: Callable[[Transaction], None]) -> None:
         """Run fn(trans) once, just before the triggers of `btree_id` run."""
         fns = self._before.setdefault(btree_id, [])

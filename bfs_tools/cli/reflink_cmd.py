@@ -101,7 +101,7 @@ def cp_cmd(image, src_path, dst_path, recursive, reflink, progress):
                     if not ex_inode.is_dir:
                         raise NotADirError(f"{target_path}: cannot overwrite a non-directory "
                                            "with a directory")
-                    c._copy_children(src.where, existing.where, ex_inode, target_path)
+                    c.copy_children(src.where, existing.where, ex_inode, target_path)
                 elif ex_inode.is_dir:
                     raise IsADirError(f"{target_path}: cannot overwrite a directory with a "
                                       "non-directory")
@@ -118,6 +118,6 @@ def cp_cmd(image, src_path, dst_path, recursive, reflink, progress):
                     ex_inode.mtime_sec, ex_inode.mtime_nsec = src.inode.mtime_sec, \
                         src.inode.mtime_nsec
                     fs.put_inode(t, existing.where, ex_inode)
-                    c._xattrs(src.where, existing.where)
+                    c.copy_xattrs(src.where, existing.where)
             c.finish()
         commit(t)

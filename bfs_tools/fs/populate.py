@@ -141,10 +141,11 @@ def _rechunk(source, size: int):
         yield bytes(buf)
 
 
-class _Dir:
+class NewDir:
     """A directory being filled: its inode stays in memory and is written once at
-    the end; for a directory this run created, the dirent slots in use are known
-    here, so names are placed without looking anything up."""
+    the end; for a directory this run created (`new`), the dirent slots in use
+    are known here, so names are placed without looking anything up. Shared by
+    the host import and by `cp -r` (remap.py)."""
 
     __slots__ = ("where", "inode", "new", "slots", "path")
 
@@ -154,6 +155,46 @@ class _Dir:
         self.new = new
         self.slots: set[int] = set()
         self.path = path
+
+    def slot(self, trans, fs: Filesystem, name: bytes) -> int:
+        """The slot `name` goes in: probed through the transaction in an existing
+        directory, from the slots handed out in a new one."""
+        h = name_hash(name, self.inode.hash_seed)
+        if not self.new:
+            return hashed.find_slot(trans, BtreeId.dirents, self.where.inum, h,
+                                    fs.visible(self.where.snapshot))
+        slots = self.slots
+        while h in slots:
+            h += 1
+        slots.add(h)
+        return h
+
+    def add_entry(self, trans, fs: Filesystem, name: bytes, inum: int, mode: int) -> int:
+        """A dirent `name` -> inum (of file type `mode`); returns its slot."""
+        where = self.where
+        slot = self.slot(trans, fs, name)
+        key = dirent_key((where.inum, slot, where.snapshot), Dirent(inum, dtype_of(mode), name))
+        trans.update_new(BtreeId.dirents, key) if self.new else trans.update(BtreeId.dirents, key)
+        return slot
+
+
+def new_xattr(t, where: Where, inode: Inode, full: bytes, value: bytes, slots: set[int]) -> None:
+    """An xattr of an inode created in this transaction: its slot is chosen from
+    `slots` (the slots this inode's xattrs took so far), without lookups."""
+    from ..formats.constants import XATTR_NAME_MAX, XATTR_VALUE_MAX
+
+    parsed = split_name(full)
+    if parsed is None:
+        raise InvalidNameError(f"xattr name {full!r} has no known namespace prefix")
+    x_type, xname = parsed
+    if len(xname) > XATTR_NAME_MAX or len(value) > XATTR_VALUE_MAX or b"\0" in xname:
+        raise InvalidNameError(f"xattr {full!r} too long or invalid")
+    h = name_hash(bytes([x_type]) + xname, inode.hash_seed)
+    while h in slots:
+        h += 1
+    slots.add(h)
+    t.update_new(BtreeId.xattrs, xattr_key((where.inum, h, where.snapshot),
+                                           Xattr(x_type, xname, value)))
 
 
 class Populator:
@@ -183,7 +224,7 @@ class Populator:
             self.trans = self.store.transaction()
         return self.trans
 
-    def _maybe_commit(self, open_dirs: list[_Dir]) -> None:
+    def _maybe_commit(self, open_dirs: list[NewDir]) -> None:
         if self.entries >= BATCH_ENTRIES or self.batch_bytes >= BATCH_BYTES:
             # directories still being filled go in as they are now, and again later
             for d in open_dirs:
@@ -215,7 +256,7 @@ class Populator:
             raise NotADirError("destination is not a directory")
         if self.fs.lookup(parent, dir_inode, name, t) is not None:
             raise ExistsError(f"{name.decode('utf-8', 'replace')}: already exists")
-        pdir = _Dir(parent, dir_inode, False, host_path)
+        pdir = NewDir(parent, dir_inode, False, host_path)
         where = self._copy(host_path, st, pdir, name, [pdir])
         self._close_dir(pdir, None)
         self.flush()
@@ -231,14 +272,14 @@ class Populator:
         except OSError as e:
             self.report.problems.append(f"{host_dir}: {e.strerror}")
             return
-        d = _Dir(target, dir_inode, False, host_dir)
+        d = NewDir(target, dir_inode, False, host_dir)
         self._fill(d, [d])
         self._close_dir(d, st if set_root_attrs else None)
         if set_root_attrs:
             self._xattrs(host_dir, d.where, d.inode, self._t(), existing=True)
         self.flush()
 
-    def _close_dir(self, d: _Dir, st: os.stat_result | None) -> None:
+    def _close_dir(self, d: NewDir, st: os.stat_result | None) -> None:
         """The directory is complete: its inode goes in (with the host's times if st)."""
         if st is not None:
             self._apply_attrs(d.inode, st)
@@ -248,7 +289,7 @@ class Populator:
             d.inode.mtime_nsec = d.inode.ctime_nsec = nsec
         self._t().update(BtreeId.inodes, d.inode.key(d.where.snapshot))
 
-    def _fill(self, d: _Dir, open_dirs: list[_Dir]) -> None:
+    def _fill(self, d: NewDir, open_dirs: list[NewDir]) -> None:
         try:
             with os.scandir(d.path) as it:
                 children = sorted(it, key=lambda e: e.name)
@@ -274,25 +315,11 @@ class Populator:
                     continue
             self._copy(entry.path, st, d, name, open_dirs)
 
-    def _slot(self, d: _Dir, name: bytes) -> int:
-        h = name_hash(name, d.inode.hash_seed)
-        if not d.new:
-            return hashed.find_slot(self._t(), BtreeId.dirents, d.where.inum, h,
-                                    self.fs.visible(d.where.snapshot))
-        while h in d.slots:
-            h += 1
-        d.slots.add(h)
-        return h
+    def _add_entry(self, d: NewDir, name: bytes, inum: int, mode: int) -> int:
+        return d.add_entry(self._t(), self.fs, name, inum, mode)
 
-    def _add_entry(self, d: _Dir, name: bytes, inum: int, mode: int) -> int:
-        slot = self._slot(d, name)
-        key = dirent_key((d.where.inum, slot, d.where.snapshot), Dirent(inum, dtype_of(mode), name))
-        t = self._t()
-        t.update_new(BtreeId.dirents, key) if d.new else t.update(BtreeId.dirents, key)
-        return slot
-
-    def _copy(self, path: str, st: os.stat_result, parent: _Dir, name: bytes,
-              open_dirs: list[_Dir]) -> Where | None:
+    def _copy(self, path: str, st: os.stat_result, parent: NewDir, name: bytes,
+              open_dirs: list[NewDir]) -> Where | None:
         fs = self.fs
         mode = st.st_mode
         key = (st.st_dev, st.st_ino)
@@ -341,7 +368,7 @@ class Populator:
             if fd is not None:
                 os.close(fd)
         if stat.S_ISDIR(mode):
-            d = _Dir(where, inode, True, path)
+            d = NewDir(where, inode, True, path)
             open_dirs.append(d)
             self._fill(d, open_dirs)
             open_dirs.pop()
@@ -356,7 +383,7 @@ class Populator:
         self._maybe_commit(open_dirs)
         return where
 
-    def _hardlink(self, target: Where, parent: _Dir, name: bytes, open_dirs) -> Where:
+    def _hardlink(self, target: Where, parent: NewDir, name: bytes, open_dirs) -> Where:
         fs = self.fs
         t = self._t()
         inode = fs.inode(target, t)
@@ -390,28 +417,10 @@ class Populator:
                 if existing:
                     self.fs.setxattr(where, os.fsencode(n), value, trans=t)
                 else:
-                    self._new_xattr(t, where, inode, os.fsencode(n), value, slots)
+                    new_xattr(t, where, inode, os.fsencode(n), value, slots)
                 self.report.xattrs += 1
             except ValueError as e:
                 self.report.problems.append(f"{path}: xattr {n}: {e}")
-
-    def _new_xattr(self, t, where: Where, inode: Inode, full: bytes, value: bytes,
-                   slots: set[int]) -> None:
-        """An xattr of an inode this run created: slot chosen without lookups."""
-        from ..formats.constants import XATTR_NAME_MAX, XATTR_VALUE_MAX
-
-        parsed = split_name(full)
-        if parsed is None:
-            raise InvalidNameError(f"xattr name {full!r} has no known namespace prefix")
-        x_type, xname = parsed
-        if len(xname) > XATTR_NAME_MAX or len(value) > XATTR_VALUE_MAX or b"\0" in xname:
-            raise InvalidNameError(f"xattr {full!r} too long or invalid")
-        h = name_hash(bytes([x_type]) + xname, inode.hash_seed)
-        while h in slots:
-            h += 1
-        slots.add(h)
-        t.update_new(BtreeId.xattrs, xattr_key((where.inum, h, where.snapshot),
-                                               Xattr(x_type, xname, value)))
 
 
 def populate_from_directory(store, source: str, *, progress=None) -> dict:
