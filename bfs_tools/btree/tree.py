@@ -605,6 +605,22 @@ class Btrees:
 
     # ------------------------------------------------------------------ inspection
 
+    def release(self) -> None:
+        """Drop every node from memory (the store is closed). Parent and child
+        links form cycles, which only the cyclic collector would free: a full
+        collection over every key read (~0.2 s for 100,000 files, at the latest
+        when the interpreter exits). Unlinked, reference counting frees them."""
+        stack = list(self.roots.values())
+        while stack:
+            node = stack.pop()
+            node.parent = None
+            if node.children is not None:
+                stack.extend(c for c in node.children if c is not None)
+                node.children = None
+        self.roots.clear()
+        self.lru.clear()
+        self.dirty.clear()
+
     def walk_nodes(self, btree_id: int) -> Iterator[Node]:
         """Every node of a btree, depth first, parents before children."""
         stack = [self.roots[btree_id]]

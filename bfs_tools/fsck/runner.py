@@ -21,6 +21,7 @@ alloc pass):
 
 from __future__ import annotations
 
+import gc
 import time
 
 from ..errors import BfsError, CorruptionError
@@ -284,6 +285,20 @@ def protect_in_use(ctx) -> None:
 
 
 def run_passes(ctx: CheckContext, *, progress=None) -> None:
+    # The passes hold hundreds of thousands of long-lived objects (keys, nodes,
+    # cached inodes) and make next to no reference cycles: the cyclic collector
+    # would only re-scan them again and again (on 100,000 files about a third of
+    # the check's time). It is off while the passes run, as it was found after.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _run_passes(ctx, progress)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_passes(ctx: CheckContext, progress) -> None:
     for pid, name, fn in PASSES:
         ctx.pass_name = name
         t = time.monotonic()
@@ -299,7 +314,16 @@ def run_passes(ctx: CheckContext, *, progress=None) -> None:
 
 def finish(ctx: CheckContext) -> None:
     """Close the store: record error counts and write (or, if a declined repair left the
-    tree in memory different from the image, write nothing)."""
+    tree in memory different from the image, write nothing). Then the tree in memory
+    is released (btree.tree.Btrees.release) and the passes' caches dropped."""
+    try:
+        _finish(ctx)
+    finally:
+        ctx.state.clear()
+        ctx.store.btrees.release()
+
+
+def _finish(ctx: CheckContext) -> None:
     store = ctx.store
     if store.read_only:
         store.close()
