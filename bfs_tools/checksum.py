@@ -3,8 +3,8 @@
 crc32c uses the crc32c package (SSE4.2 / ARMv8 instructions: ~20 GB/s here,
 google-crc32c ~13 GB/s, crcmod's table version ~350 MB/s; unlike google-crc32c
 it takes any buffer — a memoryview of a node or of a read buffer is checksummed
-without a copy — and releases the GIL on large inputs), crc64 is CRC-64/WE (the ECMA-182 polynomial) via crcmod, xxhash
-is xxh3-64.
+without a copy — and releases the GIL on large inputs), crc64 is CRC-64/WE
+(the ECMA-182 polynomial) via crcmod, xxhash is xxh3-64.
 """
 
 from __future__ import annotations
