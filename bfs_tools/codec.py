@@ -11,10 +11,14 @@ types, without importing construct (whose import alone costs ~70 ms).
     rec = Rec.unpack(buf)          # FormatError if buf is short
     rec.pack()                     # bytes
     Rec.SIZE                       # bytes of the fixed part
+
+    unpack = field_unpacker("InodeValue", "mode", "nlink")
+    mode, nlink = unpack(buf)      # only those fields (struct.error if buf is short)
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from collections import namedtuple
 
@@ -64,3 +68,29 @@ def _make_record(name: str) -> type:
         "SIZE": size,
         "TAIL": tail,
     })
+
+
+def field_unpacker(name: str, *wanted: str):
+    """unpack_from(buf, offset=0) of only the `wanted` fields of schema `name`'s
+    fixed part, in layout order (they must be given in that order). The other
+    fields are skipped as pad bytes, so no int object is made for them: a hot
+    path that needs 8 of an inode's 24 fields decodes them in less than half
+    the time."""
+    fmt, names, _tail = LAYOUTS[name]
+    codes = re.findall(r"\d*[a-zA-Z?]", fmt[1:])   # one per field, or padding ("4x")
+    if sum(1 for c in codes if not c.endswith("x")) != len(names):
+        raise ValueError(f"{name}: cannot map {fmt} to its fields")
+    order = [n for n in names if n in wanted]
+    if order != list(wanted):
+        raise ValueError(f"{name}: fields {wanted} unknown or not in layout order {names}")
+    out = [fmt[0]]
+    field = iter(names)
+    for code in codes:
+        if code.endswith("x") or next(field) not in wanted:
+            out.append(f"{struct.calcsize(fmt[0] + code)}x")
+        else:
+            out.append(code)
+    st = struct.Struct("".join(out))
+    if st.size != struct.calcsize(fmt):
+        raise ValueError(f"{name}: partial layout {st.format} differs in size from {fmt}")
+    return st.unpack_from

@@ -58,11 +58,14 @@ def cut(k: Key, start: int, end: int) -> Key:
     return Key(pos, k.type, k.val, size=end - start, version=k.version)
 
 
+_CSUM_TYPES = frozenset(ChecksumType)
+
+
 def _validate_extent(btree_id: int, k: Key) -> str | None:
     if len(k.val) != ExtentValue.SIZE:
         return f"extent value of {len(k.val)} bytes, expected {ExtentValue.SIZE}"
     e = decode_extent(k.val)
-    if e.csum_type not in iter(ChecksumType):
+    if e.csum_type not in _CSUM_TYPES:
         return f"unknown checksum type {e.csum_type}"
     if e.region_sectors == 0 or e.offset + k.size > e.region_sectors:
         return f"extent range outside its region ({e.offset}+{k.size} > {e.region_sectors})"

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
-from ..codec import record
+from ..codec import field_unpacker, record
 from ..errors import FormatError
 from ..formats.ids import AccountingType, KeyType
 from ..keys import Key, Pos, register, register_trigger
@@ -97,15 +97,18 @@ _FILE_TYPES = {stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR, stat.S_IF
                stat.S_IFIFO, stat.S_IFSOCK}
 
 
+_NSEC = ("atime_nsec", "mtime_nsec", "ctime_nsec", "btime_nsec")
+_validated_fields = field_unpacker("InodeValue", "mode", *_NSEC)   # check validates every inode
+
+
 def _validate(btree_id: int, k: Key) -> str | None:
     if len(k.val) != InodeValue.SIZE:
         return f"inode value of {len(k.val)} bytes, expected {InodeValue.SIZE}"
-    v = InodeValue.unpack(k.val)
-    if stat.S_IFMT(v.mode) not in _FILE_TYPES:
-        return f"invalid file type in mode {v.mode:o}"
-    for name in ("atime_nsec", "mtime_nsec", "ctime_nsec", "btime_nsec"):
-        if getattr(v, name) >= 1_000_000_000:
-            return f"{name} out of range"
+    v = _validated_fields(k.val)
+    if stat.S_IFMT(v[0]) not in _FILE_TYPES:
+        return f"invalid file type in mode {v[0]:o}"
+    if max(v[1:]) >= 1_000_000_000:
+        return f"{_NSEC[next(i for i, ns in enumerate(v[1:]) if ns >= 1_000_000_000)]} out of range"
     if k.pos[0] != 0 or k.pos[1] == 0:
         return "inode key outside (0, inum)"
     return None

@@ -31,14 +31,18 @@ from collections import Counter
 from ...alloc.accounting import acct_pos, decode_counters, encode_counters
 from ...alloc.alloc_key import Alloc, alloc_key, decode_alloc
 from ...alloc.freespace import range_key
+from ...codec import field_unpacker
 from ...errors import BfsError
-from ...extents import decode_extent
+from ...extents import ExtentValue
 from ...formats.ids import AccountingType, BtreeId, DataType, KeyType
 from ...keys import Key, deleted_key
 from ...reflink import decode_reflink_p, decode_reflink_v
 from ..util import apply_direct, loc
 
 A, FS, ACC = BtreeId.alloc, BtreeId.freespace, BtreeId.accounting
+# of every extent, only where its data is (the pass reads nothing else of it)
+_extent_ptr = field_unpacker("ExtentValue", "sector", "gen", "region_sectors")
+_EXTENT_SIZE = ExtentValue.SIZE
 
 
 def _name(dt: int) -> str:
@@ -159,32 +163,35 @@ def run(ctx) -> None:
                 reported.add(bucket)
     # data: extents and indirect extents
     stale: list[tuple[int, Key, str, str]] = []
-    inodes = 0
-    for k in bt.iter(BtreeId.inodes):
-        if k.type == KeyType.inode:
-            inodes += 1
+    inode_t = KeyType.inode
+    inodes = sum(1 for k in bt.iter(BtreeId.inodes) if k.type == inode_t)
     u.acct_add(AccountingType.nr_inodes, 0, 0, inodes)
     pointers: dict[int, list[tuple[int, Key, int]]] = {}   # bucket -> [(btree, key, gen)]
+    extent_t, reflink_v_t, reflink_p_t = KeyType.extent, KeyType.reflink_v, KeyType.reflink_p
+    first_bucket, end_bucket = sb.first_bucket, sb.nbuckets - 1
     for btree in (BtreeId.extents, BtreeId.reflink):
         for k in bt.iter(btree):
-            e = None
+            t = k.type
             try:
-                if k.type == KeyType.extent:
-                    e = decode_extent(k.val)
-                elif k.type == KeyType.reflink_v:
+                if t == extent_t:
+                    if len(k.val) < _EXTENT_SIZE:
+                        continue   # (what decode_extent refuses)
+                    sector, gen, region_sectors = _extent_ptr(k.val)
+                elif t == reflink_v_t:
                     e = decode_reflink_v(k.val).extent
-                elif k.type == KeyType.reflink_p:
-                    decode_reflink_p(k.val)
-                    u.acct_add(AccountingType.reflink, 0, 1, k.size)
+                    sector, gen, region_sectors = e.sector, e.gen, e.region_sectors
+                else:
+                    if t == reflink_p_t:
+                        decode_reflink_p(k.val)
+                        u.acct_add(AccountingType.reflink, 0, 1, k.size)
+                    continue
             except BfsError:
                 continue
-            if e is None:
-                continue
-            bucket = e.sector // bsec
-            last = (e.sector + e.region_sectors - 1) // bsec
-            if not sb.first_bucket <= bucket < sb.nbuckets - 1 or last != bucket:
+            bucket = sector // bsec
+            last = (sector + region_sectors - 1) // bsec
+            if not first_bucket <= bucket < end_bucket or last != bucket:
                 stale.append((btree, k, "ptr_beyond_device",
-                              f"region at sector {e.sector} (+{e.region_sectors}) is outside "
+                              f"region at sector {sector} (+{region_sectors}) is outside "
                               "the data area or crosses a bucket"))
                 continue
             if bucket in fixed_types or bucket in node_buckets:
@@ -192,7 +199,11 @@ def run(ctx) -> None:
                 stale.append((btree, k, "bucket_data_type_mismatch",
                               f"its data is in bucket {bucket}, which holds {what}"))
                 continue
-            pointers.setdefault(bucket, []).append((btree, k, e.gen))
+            ptrs = pointers.get(bucket)
+            if ptrs is None:
+                pointers[bucket] = [(btree, k, gen)]
+            else:
+                ptrs.append((btree, k, gen))
     for bucket, ptrs in sorted(pointers.items()):
         a = stored.get(bucket)
         gens = [g for _b, _k, g in ptrs]
