@@ -10,6 +10,7 @@ keys as `deleted`), each stamped with the highest journal seq it contains.
 from __future__ import annotations
 
 import os
+from operator import attrgetter
 
 from ..checksum import checksum
 from ..codec import record
@@ -24,6 +25,8 @@ NODE_HEADER_SIZE = NodeHeader.SIZE
 BSET_HEADER_SIZE = BsetHeader.SIZE
 
 _temp_ids = iter(range(-1, -(1 << 62), -1))
+_pos_of = attrgetter("pos")
+_val_of = attrgetter("val")
 
 
 class Node:
@@ -41,7 +44,8 @@ class Node:
         self.min_key = min_key
         self.max_key = max_key
         self.keys = keys if keys is not None else []
-        self.positions = [k.pos for k in self.keys]
+        # (every node read: C-level iteration instead of a Python loop per key)
+        self.positions = list(map(_pos_of, self.keys))
         self.children = children if children is not None else (
             [None] * len(self.keys) if level > 0 else None)
         self.parent: Node | None = None
@@ -52,7 +56,7 @@ class Node:
         self.dirty: dict | None = None   # pos -> Key|None changed since the last write
         self.pin = 0                     # oldest journal seq not yet written (0: none)
         self.seq_max = 0                 # highest journal seq applied
-        self.bytes = sum(HEADER_SIZE + len(k.val) for k in self.keys)
+        self.bytes = HEADER_SIZE * len(self.keys) + sum(map(len, map(_val_of, self.keys)))
         self.needs_rewrite = True        # next write must be a full (COW) write
         self.unjournaled = False         # holds updates that are not in the journal
         self.temp_id = next(_temp_ids)
@@ -276,9 +280,12 @@ def _next_valid_bset(buf: bytes, start: int, magic: int, node_seq: int, csum_typ
 
 
 def _check_keys(keys: list[Key], p: ParsedNode, allowed, where: str, deleted_ok: bool, E) -> None:
+    # (runs on every key read: the enum members are looked up once)
+    deleted, btree_ptr = KeyType.deleted, KeyType.btree_ptr
+    interior = p.level > 0
     prev = None
     lo, hi = p.min_key, p.max_key
-    is_extents = p.btree_id in EXTENT_BTREES and p.level == 0
+    is_extents = p.btree_id in EXTENT_BTREES and not interior
     for k in keys:
         pos = k.pos
         if prev is not None and pos <= prev:
@@ -288,17 +295,17 @@ def _check_keys(keys: list[Key], p: ParsedNode, allowed, where: str, deleted_ok:
             raise CorruptionError(f"{where}: key {fmt_pos(pos)} outside the node's range",
                                   E["btree_node_keys_unsorted"].id)
         t = k.type
-        if p.level > 0:
+        if interior:
             # Fix: an appended bset of an interior node removes the pointers a
             # merge replaced with `deleted` keys, as leaves do.
-            if t != KeyType.btree_ptr and not (deleted_ok and t == KeyType.deleted):
+            if t != btree_ptr and not (deleted_ok and t == deleted):
                 raise CorruptionError(f"{where}: interior node holds a {t} key at {fmt_pos(pos)}",
                                       E["key_type_not_allowed"].id)
-        elif t not in allowed and not (deleted_ok and t == KeyType.deleted):
+        elif t not in allowed and not (deleted_ok and t == deleted):
             raise CorruptionError(
                 f"{where}: key type {t} not allowed in btree {btree_name(p.btree_id)} "
                 f"at {fmt_pos(pos)}", E["key_type_not_allowed"].id)
-        elif is_extents and t != KeyType.deleted and (k.size == 0 or k.size > pos[1]):
+        elif is_extents and t != deleted and (k.size == 0 or k.size > pos[1]):
             raise CorruptionError(f"{where}: bad extent size {k.size} at {fmt_pos(pos)}",
                                   E["key_bad_pos"].id)
         prev = pos

@@ -24,7 +24,7 @@ from ...errors import BfsError
 from ...formats.constants import NAME_MAX
 from ...formats.ids import BtreeId, DirentType, KeyType
 from ...fs import hashed
-from ...fs.dirent import Dirent, decode_dirent, dirent_key, name_problem
+from ...fs.dirent import Dirent, DirentHead, decode_dirent, dirent_key, name_problem
 from ...fs.inode import Inode
 from ...fs.strhash import name_hash
 from ...fs.xattr import decode_xattr, xattr_key
@@ -79,18 +79,17 @@ def run_dirents(ctx) -> None:
             return vers[0][1]   # the common case: one version, visible
         return inode_for(ctx, versions, inum, snap)
 
-    for k in list(bt.iter(D)):
-        if k.type != dirent_t:
-            continue
+    def check_one(k) -> None:
+        """Every check of one dirent key, with its repairs."""
         try:
             d = decode_dirent(k.val)
         except BfsError:
-            continue
+            return
         dir_inum, slot, snap = k.pos
         visible = vis_cache.get(snap)
         if visible is None:
             if doomed(ctx, snap):
-                continue   # an interrupted snapshot deletion is still removing/moving it
+                return   # an interrupted snapshot deletion is still removing/moving it
             visible = vis_cache[snap] = visible_set(ctx, snap)
         pos0 = k.pos
         dir_ino = owner(dir_inum, snap, visible)
@@ -99,7 +98,7 @@ def run_dirents(ctx) -> None:
                        f"{_name(d.name)!r}: inode {dir_inum} is not a directory in snapshot {snap}; "
                        "deleted"):
                 hashed.delete(batch.t(), D, k, snap, visible)
-            continue
+            return
         problem = name_problem(d.name)
         if problem:
             t = batch.t()
@@ -116,7 +115,7 @@ def run_dirents(ctx) -> None:
                 t.update(D, k)
                 follow(ctx, t, versions, d, dir_inum, old_slot, slot, snap)
             else:
-                continue
+                return
         else:
             # is it where a lookup finds it?
             h = name_hash(d.name, dir_ino.hash_seed)
@@ -133,7 +132,7 @@ def run_dirents(ctx) -> None:
                                f"{_name(d.name)!r} also at slot {found.pos[1]} in directory "
                                f"{dir_inum}; this one is deleted"):
                         hashed.delete(batch.t(), D, k, snap, visible)
-                    continue
+                    return
                 if ctx.act("dirent_bad_hash", loc(D, pos0),
                            f"{_name(d.name)!r} is at slot {slot}, not reachable from its hash {h}; "
                            "moved"):
@@ -150,20 +149,44 @@ def run_dirents(ctx) -> None:
                            f"{_name(d.name)!r} names subvolume {d.child_subvol}, which does not exist; "
                            "deleted"):
                     hashed.delete(batch.t(), D, k, snap, visible)
-            continue
+            return
         target = owner(d.target, snap, visible)
         if target is None:
             if ctx.act("dirent_target_missing", loc(D, pos0),
                        f"{_name(d.name)!r} names inode {d.target}, which does not exist in snapshot "
                        f"{snap}; deleted"):
                 hashed.delete(batch.t(), D, k, snap, visible)
-            continue
+            return
         want = _DTYPES.get(target.mode & 0o170000, DirentType.unknown)
         if (want != d.d_type and want != DirentType.unknown) or d.d_type not in VALID_DTYPES:
             if ctx.act("dirent_type_wrong", loc(D, pos0),
                        f"{_name(d.name)!r} has type {d.d_type}, inode {d.target} is "
                        f"{stat.filemode(target.mode)[0]!r}; fixed"):
                 batch.t().update(D, dirent_key(k.pos, Dirent(d.target, want, d.name)))
+
+    # The common case first, without decoding a Dirent: a dirent at the slot its
+    # name hashes to, in a directory its snapshot sees, naming an inode of its
+    # type. Such a key has nothing for check_one to find; any other goes there.
+    head = DirentHead.SIZE
+    unpack_head = DirentHead.STRUCT.unpack_from
+    subvol_t = DirentType.subvol
+    for k in list(bt.iter(D)):
+        if k.type != dirent_t:
+            continue
+        val = k.val
+        dir_inum, slot, snap = k.pos
+        visible = vis_cache.get(snap)   # (set once the first key of snap is checked)
+        if visible is not None and len(val) >= head:
+            target, d_type = unpack_head(val)
+            name = val[head:]
+            dir_ino = owner(dir_inum, snap, visible)
+            if (dir_ino is not None and dir_ino.mode & 0o170000 == stat.S_IFDIR
+                    and d_type != subvol_t and name_hash(name, dir_ino.hash_seed) == slot
+                    and name_problem(name) is None):
+                target_ino = owner(target, snap, visible)
+                if target_ino is not None and _DTYPES.get(target_ino.mode & 0o170000) == d_type:
+                    continue
+        check_one(k)
     batch.flush()
 
 
@@ -211,8 +234,9 @@ def _recreate_missing_dirs(ctx) -> None:
     versions = inode_versions(ctx)
     groups: dict[int, list[int]] = {}
     last_dir = None
+    dirent_t = KeyType.dirent
     for k in bt.iter(D):
-        if k.type != KeyType.dirent or k.pos[0] == last_dir:
+        if k.pos[0] == last_dir or k.type != dirent_t:
             continue
         last_dir = k.pos[0]
         if not versions.get(last_dir):

@@ -169,30 +169,47 @@ def run_inodes(ctx) -> None:
     bt = ctx.store.btrees
     block = ctx.store.sb.block_size
     batch = Batch(ctx)
-    # every extent-btree key, by inode: one walk (not a lookup per inode)
+    # every extent-btree key, by inode: one walk (not a lookup per inode); the
+    # keys come in inode order, so each inode's list is started once
     by_inum: dict[int, list[Key]] = {}
+    cur = None
     for x in bt.iter(E):
-        by_inum.setdefault(x.pos[0], []).append(x)
+        if x.pos[0] != cur:
+            cur = x.pos[0]
+            group = by_inum[cur] = [x]
+        else:
+            group.append(x)
+    is_doomed: dict[int, bool] = {}   # snapshot -> doomed(ctx, snapshot)
     for inum, vers in inode_versions(ctx).items():
         keys = by_inum.get(inum)
         for snap, ino in vers:
-            if ino is None or doomed(ctx, snap):
-                continue   # (doomed: an interrupted snapshot deletion is moving it)
+            if ino is None:
+                continue
+            d = is_doomed.get(snap)
+            if d is None:
+                d = is_doomed[snap] = doomed(ctx, snap)
+            if d:
+                continue   # an interrupted snapshot deletion is moving it
             if not keys:
                 data = []
-            elif len(vers) == 1 and all(x.pos[2] == snap for x in keys):
+            elif len(vers) == 1 and (keys[0].pos[2] == snap if len(keys) == 1
+                                     else all(x.pos[2] == snap for x in keys)):
                 data = [x for x in keys if x.type in COUNTED]   # one version, its own keys
             else:
                 data = [x for x in filter_visible(keys, visible_set(ctx, snap))
                         if x.type in COUNTED]
-            if (ino.is_dir or not (ino.is_reg or ino.is_lnk)) and data:
+            fmt = ino.mode & 0o170000
+            if data and fmt != stat.S_IFREG and fmt != stat.S_IFLNK:
                 continue   # the extents pass deletes data of non-files
-            if ino.is_lnk:
+            if fmt == stat.S_IFLNK:
                 data = _symlink_past_eof(ctx, batch, ino, snap, data)
-            sectors = sum(x.size for x in data)
-            end = max((x.end for x in data), default=0)
+            if len(data) == 1:   # most files: one extent or inline data
+                sectors, end = data[0].size, data[0].pos[1]
+            else:
+                sectors = sum(x.size for x in data)
+                end = max((x.end for x in data), default=0)
             limit = -(-ino.size // block) * block
-            if ino.sectors == sectors and not (end * 512 > limit and ino.is_reg):
+            if ino.sectors == sectors and not (end * 512 > limit and fmt == stat.S_IFREG):
                 continue
             ino = ino.full()
             fixed = False

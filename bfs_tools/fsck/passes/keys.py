@@ -42,6 +42,7 @@ def classifier(btree: int):
     inodes, dirents = btree == INODES, btree == D
     validators = {t: REGISTRY[t].validate for t in allowed if REGISTRY[t].validate}
     inode_t, dirent_t = KeyType.inode, KeyType.dirent
+    dirent_head = DirentHead.SIZE
 
     def classify(k: Key) -> tuple[str, str] | None:
         t = k.type
@@ -63,7 +64,7 @@ def classifier(btree: int):
             return "key_bad_pos", f"inode key position not (0, {ROOT_INODE} <= inum < U64_MAX)"
         if inum_first and not ROOT_INODE <= pos[0] < U64_MAX:
             return "key_bad_pos", f"inode number {pos[0]} out of range"
-        if dirents and t == dirent_t and len(val) >= DirentHead.SIZE:
+        if dirents and t == dirent_t and len(val) >= dirent_head:
             return None   # name and type problems: repaired in place by the dirents pass
         v = validators.get(t)
         if v is None:
@@ -92,6 +93,7 @@ def run(ctx) -> None:
     batch = Batch(ctx, triggers=False)
     for btree in BtreeId:
         check = classifier(btree)
+        in_snapshots = btree in SNAPSHOT_BTREES
         for k in list(bt.iter(btree)):
             found = check(k)
             if found:
@@ -102,7 +104,7 @@ def run(ctx) -> None:
                 if ctx.act(name, loc(btree, k.pos), problem + "; deleted"):
                     batch.t().delete(btree, k.pos)
                 continue
-            if btree in SNAPSHOT_BTREES and k.pos[2] not in snaps:
+            if in_snapshots and k.pos[2] not in snaps:
                 if ctx.act("key_in_missing_snapshot", loc(btree, k.pos),
                            f"snapshot {k.pos[2]} does not exist; deleted"):
                     batch.t().delete(btree, k.pos)

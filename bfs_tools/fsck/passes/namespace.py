@@ -273,8 +273,9 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
                 lost.append((inum, ino))
     named_in_lost = set(lw.links)
     fixes = Batch(ctx)
+    links = w.links
     for inum, ino in view.items():
-        if ino.is_dir:
+        if ino.mode & 0o170000 == stat.S_IFDIR:
             if inum not in w.reached:
                 continue
             want = 2 + w.subdirs.get(inum, 0)
@@ -301,7 +302,11 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             if fix:
                 fixes.t().update(INODES, ino.key(snap))
             continue
-        named = w.links.get(inum)
+        named = links.get(inum)
+        if named is not None and len(named) == 1 and ino.nlink == 1 and (
+                ino.dir == named[0][0] and ino.dir_offset == named[0][1].pos[1]) and (
+                inum not in named_in_lost):
+            continue   # most files: one link, the dirent its backpointer names
         if inum in named_in_lost:
             named = (named or []) + lw.links[inum]
         n = len(named) if named else 0
