@@ -191,13 +191,17 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
         return False
     versions = inode_versions(ctx)
 
-    # what the view sees of every inode, once (the walk asks several times each)
+    # what the view sees of every inode, once (the walk asks several times each),
+    # and which of them are directories
     view: dict[int, Inode] = {}
+    view_dirs: list[int] = []
     for inum, vers in versions.items():
         for s, i in vers:
             if s in visible:
                 if i is not None:
                     view[inum] = i
+                    if i.mode & 0o170000 == stat.S_IFDIR:
+                        view_dirs.append(inum)
                 break
     seen = view.get
 
@@ -237,12 +241,12 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             return True
     # what the walk did not reach: directories (with what hangs below them), files
     lost_dirs = {}
-    for inum, ino in view.items():
-        if not ino.is_dir or inum in w.reached or inum == sv.inode:
+    for inum in view_dirs:
+        if inum in w.reached or inum == sv.inode:
             continue
         if _foreign_root(fs, inum, sv):
             continue
-        lost_dirs[inum] = ino
+        lost_dirs[inum] = view[inum]
     lw = _Walk()
     for dnum in lost_dirs:
         _scan_dir(fs, lw, dnum, seen, visible)
