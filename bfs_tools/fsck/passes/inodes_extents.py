@@ -31,11 +31,14 @@ def run_extents(ctx) -> None:
     group: list[Key] = []
     cur = None
     vis_cache: dict[int, frozenset] = {}
-    data_types = (KeyType.extent, KeyType.inline_data, KeyType.reflink_p, KeyType.error)
+    is_doomed: dict[int, bool] = {}   # snapshot -> doomed(ctx, snapshot)
+    data_types = frozenset({KeyType.extent, KeyType.inline_data, KeyType.reflink_p,
+                            KeyType.error})
+    quick = not ctx.verify_data
 
     def check(inum: int, keys: list[Key]) -> None:
         vers = versions.get(inum)
-        if len(keys) == 1 and vers is not None and len(vers) == 1 and not ctx.verify_data:
+        if quick and len(keys) == 1 and vers is not None and len(vers) == 1:
             # the common case, quickly: one key, one inode version that sees it, a file
             k = keys[0]
             snap, ino = vers[0]
@@ -43,16 +46,22 @@ def run_extents(ctx) -> None:
             if visible is None:
                 visible = vis_cache[k.pos[2]] = visible_set(ctx, k.pos[2])
             if ino is not None and snap in visible and k.type in data_types and (
-                    ino.mode & 0o170000 in (0o100000, 0o120000)) and not doomed(ctx, snap):
-                return
+                    ino.mode & 0o170000 in (0o100000, 0o120000)):
+                d = is_doomed.get(snap)
+                if d is None:
+                    d = is_doomed[snap] = doomed(ctx, snap)
+                if not d:
+                    return
         _check_file(ctx, batch, inum, keys, vers)
 
     for k in bt.iter(E):
         if k.pos[0] != cur:
             if group:
                 check(cur, group)
-            cur, group = k.pos[0], []
-        group.append(k)
+            cur = k.pos[0]
+            group = [k]
+        else:
+            group.append(k)
     if group:
         check(cur, group)
     batch.flush()
