@@ -324,13 +324,15 @@ def get_cmd(image, path, host_dest, recursive, devices, keep_setuid):
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 def put_cmd(image, host_src, path, recursive, progress):
     """Copy HOST_SRC into IMAGE at PATH (cp semantics; an existing file's contents
-    are replaced in one transaction)."""
+    are replaced in one transaction). Like cp, a symlink named as HOST_SRC is
+    followed without -r and copied as a symlink with -r."""
     from ..errors import DeviceError, IsADirError, NotFoundError
     from ..fs.populate import Populator
     from .output import Progress
 
+    follow = not recursive
     try:
-        st = os.lstat(host_src)
+        st = os.stat(host_src) if follow else os.lstat(host_src)
     except OSError as e:
         raise DeviceError(f"{host_src}: {e.strerror}") from None
     if statmod.S_ISDIR(st.st_mode) and not recursive:
@@ -357,14 +359,14 @@ def put_cmd(image, host_src, path, recursive, progress):
                 elif existing is not None and statmod.S_ISDIR(st.st_mode):
                     pop.copy_contents(host_src, existing.where, set_root_attrs=False)
                 else:
-                    pop.copy_into(host_src, dest.where, name)
+                    pop.copy_into(host_src, dest.where, name, follow=follow)
             elif dest is not None:
                 if statmod.S_ISDIR(st.st_mode):
                     raise IsADirError(f"{path}: not a directory, cannot copy a directory over it")
                 _replace(fs, dest.where, host_src, dest.path)
             else:
                 parent, name = fs.resolve_parent(path)
-                pop.copy_into(host_src, parent.where, name)
+                pop.copy_into(host_src, parent.where, name, follow=follow)
     for p in pop.report.problems:
         message(f"bfs: warning: {p}")
     if pop.report.problems:

@@ -241,10 +241,15 @@ class Populator:
 
     # --------------------------------------------------------------- copying
 
-    def copy_into(self, host_path: str, parent: Where, name: bytes) -> Where | None:
-        """Copy host_path (file, dir, link, ...) into directory `parent` as `name`."""
+    def copy_into(self, host_path: str, parent: Where, name: bytes, *,
+                  follow: bool = False) -> Where | None:
+        """Copy host_path (file, dir, link, ...) into directory `parent` as `name`;
+        with `follow`, a symlink host_path is copied as what it points to (cp without
+        -r does that to the files named on its command line)."""
         check_name(name)
         try:
+            if follow:
+                host_path = os.path.realpath(host_path)
             st = os.lstat(host_path)
         except OSError as e:
             self.report.problems.append(f"{host_path}: {e.strerror}")

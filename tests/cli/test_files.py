@@ -166,6 +166,28 @@ def test_put_into_directory_and_cp_semantics(bfs, img, tmp_path):
     assert "use -r" in r.errtext
 
 
+def test_put_follows_a_symlink_argument_only_without_r(bfs, img, tmp_path):
+    """cp semantics: `put LINK` copies what the link points to (under the link's
+    name when put into a directory); `put -r LINK` copies the link itself; a
+    dangling link without -r is an error."""
+    (tmp_path / "target").write_bytes(b"the target's bytes")
+    link = tmp_path / "link"
+    link.symlink_to("target")
+    bfs("put", img, link, "/followed")
+    assert bfs("cat", img, "/followed").out == b"the target's bytes"
+    assert stat_json(bfs, img, "/followed")["type"] == "file"
+    bfs("mkdir", img, "/d")
+    bfs("put", img, link, "/d")
+    assert names(bfs, img, "/d") == ["link"]
+    assert bfs("cat", img, "/d/link").out == b"the target's bytes"
+    bfs("put", img, link, "/kept", "-r")
+    assert stat_json(bfs, img, "/kept")["type"] == "symlink"
+    (tmp_path / "dangling").symlink_to("nowhere")
+    r = bfs("put", img, tmp_path / "dangling", "/x", check_rc=6)   # as a missing source
+    assert "No such file" in r.errtext and "Traceback" not in r.errtext
+    assert_consistent(img)
+
+
 # ---------------------------------------------------------------------- namespace
 
 
