@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import struct
 from typing import NamedTuple
 
 from .codec import record
-from .errors import CorruptionError
+from .errors import CorruptionError, FormatError
 from .extents import Extent, decode_extent
 from .formats.constants import REFLINK_IDX_MAX, REFLINK_REFCOUNT_MAX
 from .formats.ids import AccountingType, BtreeId, KeyType
 from .keys import Key, Pos, register, register_trigger
 
 ReflinkPValue = record("ReflinkPValue")
+_pack_p = ReflinkPValue.STRUCT.pack
 RefcountHead = record("IndirectInlineDataValue")  # the refcount prefix shared by both kinds
 
 
@@ -32,7 +34,10 @@ class ReflinkP(NamedTuple):
     back_pad: int
 
     def pack(self) -> bytes:
-        return ReflinkPValue(self.idx, self.front_pad, self.back_pad).pack()
+        try:
+            return _pack_p(*self)
+        except struct.error as e:
+            raise FormatError(f"reflink_p: cannot encode {self}: {e}") from None
 
 
 class ReflinkV(NamedTuple):
@@ -76,23 +81,25 @@ def cut_reflink_p(k: Key, start: int, end: int) -> Key:
 
 
 def padded_range(k: Key) -> tuple[int, int]:
-    p = decode_reflink_p(k.val)
-    return p.idx - p.front_pad, p.idx + k.size + p.back_pad
+    idx, front_pad, back_pad = ReflinkPValue.unpack(k.val)
+    return idx - front_pad, idx + k.size + back_pad
 
 
 def reflink_p_trigger(trans, btree_id: int, old: Key | None, new: Key | None) -> None:
     """Queue +1/-1 reference deltas over the padded ranges; they are netted and
     applied to the indirect keys just before the reflink btree's triggers run."""
-    deltas = trans.deferred_state.get("reflink_refs")
+    state = trans.deferred_state
+    deltas = state.get("reflink_refs")
     if deltas is None:
-        deltas = trans.deferred_state["reflink_refs"] = []
+        deltas = state["reflink_refs"] = []
+        state["reflink_referenced"] = 0
         trans.before(BtreeId.reflink, _apply_ref_deltas)
     for k, sign in ((old, -1), (new, 1)):
         if k is None or k.type != KeyType.reflink_p:
             continue
         start, end = padded_range(k)
         deltas.append((start, end, sign, k.pos))
-        trans.acct((AccountingType.reflink, 0, 0), [0, sign * k.size])
+        state["reflink_referenced"] += sign * k.size
 
 
 def _apply_ref_deltas(trans) -> None:
@@ -102,6 +109,9 @@ def _apply_ref_deltas(trans) -> None:
     pass over its indirect keys with a sweep (active deltas by end), so the cost
     is O((deltas + keys touched) log) even for thousands of reflink_p keys."""
     deltas = trans.deferred_state.pop("reflink_refs", [])
+    referenced = trans.deferred_state.pop("reflink_referenced", 0)
+    if referenced:      # the sectors reflink_p keys map, summed over all of them
+        trans.acct((AccountingType.reflink, 0, 0), [0, referenced])
     if not deltas:
         return
     changes: dict[tuple, list] = {}        # pos -> [indirect key, net delta]

@@ -59,10 +59,11 @@ from .fs.data import (
     visible_extents,
 )
 from .fs.extent_update import replace_range
-from .fs.filesystem import Where, now
+from .fs.filesystem import Where, now, visible_inode
 from .fs.inode import Inode
 from .fs.populate import NewDir, new_xattr
-from .keys import Key
+from .fs.xattr import decode_xattr
+from .keys import Key, filter_visible
 from .reflink import ReflinkP, decode_reflink_p, overlapping, reflink_p_key
 
 E, R = BtreeId.extents, BtreeId.reflink
@@ -88,7 +89,7 @@ class IndexSpaceError(CannotShareError, NoSpaceError):
     """No room left in the 56-bit reflink index space."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Segment:
     """A piece [start, end) of the source range (file sectors) and the reflink
     index of its first sector. `new`: an indirect key made for it by this remap."""
@@ -184,20 +185,25 @@ class Remapper:
             data = visible_extents(t, src.inum, visible, start, end)
         keys = []
         need = 0
+        has_p = False
         for k in data:
-            if k.end <= start or k.start >= end:
+            ke = k.pos[1]
+            ks = ke - k.size
+            if ke <= start or ks >= end:
                 continue
             if k.type == KeyType.error:
-                raise CannotShareError(f"data at byte {k.start * SECTOR} of the source was lost; "
+                raise CannotShareError(f"data at byte {ks * SECTOR} of the source was lost; "
                                        "it cannot be shared")
             keys.append(k)
-            if k.type != KeyType.reflink_p:
-                need += min(k.end, end) - max(k.start, start)
+            if k.type == KeyType.reflink_p:
+                has_p = True
+            else:
+                need += min(ke, end) - max(ks, start)
         # pieces of existing reflink_p, merged where contiguous in the file and in
         # the index space; refuse (refcount overflow, no index space) before
         # anything is written
         old: list[Segment] = []
-        for k in keys:
+        for k in keys if has_p else ():
             if k.type == KeyType.reflink_p:
                 s, e = max(k.start, start), min(k.end, end)
                 i = decode_reflink_p(k.val).idx + s - k.start
@@ -210,20 +216,27 @@ class Remapper:
         idx = self._alloc_idx(need) if need else 0
         segs: list[Segment] = []
         converted: list[tuple[Key, Segment]] = []
-        whole = True        # every converted key lies inside [start, end)
+        # every converted key lies inside [start, end) and is the source
+        # snapshot's own: each can become a reflink_p in place
+        in_place = True
+        snap = src.snapshot
         j = 0
         for k in keys:
-            s, e = max(k.start, start), min(k.end, end)
+            ke = k.pos[1]
+            ks = ke - k.size
+            s, e = max(ks, start), min(ke, end)
             if k.type == KeyType.reflink_p:
                 while old[j].end <= s:
                     j += 1
                 if not segs or segs[-1] is not old[j]:
                     segs.append(old[j])
             elif k.type in (KeyType.extent, KeyType.inline_data):
-                if (s, e) == (k.start, k.end):
+                if s == ks and e == ke:
                     piece = k
+                    if k.pos[2] != snap:
+                        in_place = False
                 else:
-                    piece, whole = cut(k, s, e), False
+                    piece, in_place = cut(k, s, e), False
                 vtype = KeyType.reflink_v if k.type == KeyType.extent else \
                     KeyType.indirect_inline_data
                 # fresh indexes (past every indirect key): update_new
@@ -238,16 +251,16 @@ class Remapper:
             if ro is None:
                 ro = self._read_only[src.subvol] = fs.subvolume(src.subvol, t).read_only
             if not ro:
-                self._convert_source(src, visible, segs, converted, whole)
+                self._convert_source(src, visible, segs, converted, in_place)
         return segs
 
     def _convert_source(self, src, visible, segs: list[Segment],
-                        converted: list[tuple[Key, Segment]], whole: bool) -> None:
+                        converted: list[tuple[Key, Segment]], in_place: bool) -> None:
         """Rewrite the new segments of the source as reflink_p at its snapshot.
-        whole: no converted key sticks out of the range being shared."""
+        in_place: every converted key is whole and of the source's snapshot."""
         t = self.trans
         snap = src.snapshot
-        if whole and all(k.pos[2] == snap for k, _seg in converted):
+        if in_place:
             # the keys are the source snapshot's own: each becomes, in place, a
             # reflink_p over exactly its range (a key of the source's snapshot
             # coincides with any ancestor key it hides, so the snapshot
@@ -488,28 +501,21 @@ class CopyReport:
 
 class _Src:
     """One object of the tree being copied, read before anything is written: where
-    it is, its inode, its name and directory (None: the top), the data keys its
-    snapshot sees (regular files), its xattrs; then `copy`: the copy's Where."""
+    it is, its inode, its name, its directory (None: the top) and its path for
+    messages (`what`: the copy's), the data keys its snapshot sees (regular
+    files), its xattrs; then `copy`: the copy's Where."""
 
-    __slots__ = ("where", "inode", "name", "parent", "data", "xattrs", "copy")
+    __slots__ = ("where", "inode", "name", "parent", "what", "data", "xattrs", "copy")
 
-    def __init__(self, where, inode, name: bytes, parent: _Src | None):
+    def __init__(self, where, inode, name: bytes, parent: _Src | None, what: str):
         self.where = where
         self.inode = inode
         self.name = name
         self.parent = parent
+        self.what = what
         self.data = None
         self.xattrs = ()
         self.copy = None
-
-    def path(self, top: str) -> str:
-        """Its path for messages, `top` being the top's (built only when needed)."""
-        names = []
-        n = self
-        while n.parent is not None:
-            names.append(n.name.decode("utf-8", "backslashreplace"))
-            n = n.parent
-        return "/".join([top.rstrip("/") or "", *reversed(names)]) if names else top
 
 
 class Copier:
@@ -578,9 +584,9 @@ class Copier:
         pdir = NewDir(parent, fs.inode(parent, t), False, "")
         if fs.lookup(parent, pdir.inode, name, t) is not None:
             raise ExistsError(f"{what}: already exists")
-        top = _Src(src, src_inode, name, None)
+        top = _Src(src, src_inode, name, None, what)
         nodes = self._read_tree(top)
-        self._write(nodes, pdir, what)
+        self._write(nodes, pdir)
         fs._touch_dir(t, parent, pdir.inode)     # (_write counted a directory's link)
         return top.copy
 
@@ -589,14 +595,14 @@ class Copier:
         into a directory that already holds the source's name). A name that
         exists on both sides is refused: nothing is changed."""
         fs, t = self.fs, self.trans
-        top = _Src(src_dir, fs.inode(src_dir, t), b"", None)
+        top = _Src(src_dir, fs.inode(src_dir, t), b"", None, what)
         nodes = self._read_tree(top)
         for n in nodes[1:]:
             if n.parent is top and fs.lookup(dst_dir, dst_inode, n.name, t) is not None:
-                raise ExistsError(f"{n.path(what)}: already exists")
+                raise ExistsError(f"{n.what}: already exists")
         top.copy = dst_dir
         ddir = NewDir(dst_dir, dst_inode, False, "")
-        self._write(nodes, ddir, what, into=top)
+        self._write(nodes, ddir, into=top)
         src_inode = top.inode
         dst_inode.atime_sec, dst_inode.atime_nsec = src_inode.atime_sec, src_inode.atime_nsec
         dst_inode.mtime_sec, dst_inode.mtime_nsec = src_inode.mtime_sec, src_inode.mtime_nsec
@@ -605,30 +611,37 @@ class Copier:
     def _read_tree(self, top: _Src) -> list[_Src]:
         """top and everything below it, parents before children; each with its
         inode, data keys (regular files) and xattrs. Reads only: nothing of the
-        copy is queued yet, so the reads see the tree as it was."""
+        copy is queued yet, so the reads see the tree as it was. Inodes, data
+        keys and xattrs are read in btree order, leaf after leaf."""
         fs, t = self.fs, self.trans
+        visible = fs.visible
         nodes = [top]
         level = [top] if top.inode.is_dir else []
         while level:
-            children = [_Src(e.where, None, e.name, d)
+            children = [_Src(e.where, None, e.name, d, _child_path(d.what, e.name))
                         for d in level for e in fs.readdir(d.where, t)]
-            # inodes in btree order: neighbouring lookups stay in one leaf
-            for c in sorted(children, key=_btree_order):
-                c.inode = fs.get_inode(c.where, t)
+            children.sort(key=_btree_order)
+            ranges = [((0, c.where.inum, 0), (0, c.where.inum, U32_MAX)) for c in children]
+            for c, keys in zip(children, t.read_ranges(BtreeId.inodes, ranges), strict=True):
+                c.inode = visible_inode(keys, c.where, visible(c.where.snapshot))
                 if c.inode is None:
                     raise NotFoundError(f"inode {c.where.inum} does not exist in snapshot "
                                         f"{c.where.snapshot}")
             nodes += children
             level = [c for c in children if c.inode.is_dir]
-        visible = fs.visible
-        for n in sorted(nodes, key=_btree_order):
-            w = n.where
-            if n.inode.is_reg:
-                n.data = list(visible_extents(t, w.inum, visible(w.snapshot)))
-            n.xattrs = fs.listxattr(w, t)
+        ordered = sorted(nodes, key=_btree_order)
+        files = [n for n in ordered if n.inode.is_reg]
+        ranges = [((n.where.inum, 1, 0), (n.where.inum, U64_MAX, U32_MAX)) for n in files]
+        for n, keys in zip(files, t.read_ranges(E, ranges), strict=True):
+            n.data = list(filter_visible(keys, visible(n.where.snapshot)))
+        ranges = [((n.where.inum, 0, 0), (n.where.inum, U64_MAX, U32_MAX)) for n in ordered]
+        for n, keys in zip(ordered, t.read_ranges(BtreeId.xattrs, ranges), strict=True):
+            if keys:
+                n.xattrs = [decode_xattr(k.val) for k in filter_visible(keys, visible(
+                    n.where.snapshot)) if k.type == KeyType.xattr]
         return nodes
 
-    def _write(self, nodes: list[_Src], pdir: NewDir, what: str, into: _Src | None = None) -> None:
+    def _write(self, nodes: list[_Src], pdir: NewDir, into: _Src | None = None) -> None:
         """Queue the copy of `nodes` (from _read_tree) into the directory pdir;
         into: the top node is not copied, its children go straight into pdir."""
         fs, t, report = self.fs, self.trans, self.report
@@ -662,12 +675,12 @@ class Copier:
                                                                      si.mode)
             n.copy = where
             if si.is_reg:
-                self.file_data(n.where, si, where, inode, fresh=True, what=n.path(what),
+                self.file_data(n.where, si, where, inode, fresh=True, what=n.what,
                                data=n.data)
                 report.files += 1
                 report.bytes += si.size
             elif si.is_lnk:
-                copy_data(fs, t, self.writer, n.where, si, where, inode, what=n.path(what),
+                copy_data(fs, t, self.writer, n.where, si, where, inode, what=n.what,
                           fresh=True)
                 report.symlinks += 1
             elif si.is_dir:
@@ -697,3 +710,7 @@ class Copier:
 
 def _btree_order(n: _Src) -> tuple[int, int]:
     return n.where.inum, n.where.snapshot
+
+
+def _child_path(parent: str, name: bytes) -> str:
+    return parent.rstrip("/") + "/" + name.decode("utf-8", "backslashreplace")

@@ -15,9 +15,10 @@ to the btrees. Nothing is applied if a trigger raises.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 
+from .btree.ranges import read_ranges
 from .errors import FormatError, ReadOnlyError
 from .formats.ids import BtreeId, KeyType
 from .keys import HEADER_SIZE, POS_MAX, POS_MIN, REGISTRY, Key, Pos, deleted_key
@@ -48,7 +49,11 @@ class Transaction:
         self.store = store
         self.btrees = store.btrees
         self.updates: dict[int, dict[Pos, Key]] = {}
-        self._sorted: dict[int, list[Pos]] = {}   # pending positions per btree, sorted
+        # pending positions per btree, in queueing order; sorted when read
+        # (_sorted_positions): a bulk copy queues keys all over a btree, and
+        # inserting each in order would move all the positions after it
+        self._positions: dict[int, list[Pos]] = {}
+        self._unsorted: set[int] = set()
         self.acct_deltas: dict[Pos, list[int]] = {}
         self.on_commit: list[Callable[[], None]] = []
         self._processing: int | None = None
@@ -68,8 +73,22 @@ class Transaction:
                 return None if k.type == _DELETED else k
         return self.btrees.get(btree_id, pos)
 
+    def _sorted_positions(self, btree_id: int) -> list[Pos] | None:
+        positions = self._positions.get(btree_id)
+        if btree_id in self._unsorted:
+            positions.sort()
+            self._unsorted.discard(btree_id)
+        return positions
+
+    @property
+    def _sorted(self) -> dict[int, list[Pos]]:
+        """The pending positions of every btree, sorted."""
+        for btree_id in list(self._unsorted):
+            self._sorted_positions(btree_id)
+        return self._positions
+
     def _pending_range(self, btree_id: int, start: Pos, end: Pos) -> list[Key]:
-        positions = self._sorted.get(btree_id)
+        positions = self._sorted_positions(btree_id)
         if not positions:
             return []
         pending = self.updates[btree_id]
@@ -124,6 +143,14 @@ class Transaction:
                 yield mine[i]
             i -= 1
 
+    def read_ranges(self, btree_id: int, ranges) -> Iterator[list[Key]]:
+        """[keys in [start, end]] for each (start, end) of `ranges`, ascending:
+        leaf after leaf (btree/ranges.py) while this transaction has queued
+        nothing in the btree, else iter() per range."""
+        if not self._positions.get(btree_id):
+            return read_ranges(self.btrees, btree_id, ranges)
+        return (list(self.iter(btree_id, start, end)) for start, end in ranges)
+
     def peek(self, btree_id: int, pos: Pos, end: Pos = POS_MAX) -> Key | None:
         for k in self.iter(btree_id, pos, end):
             return k
@@ -145,10 +172,14 @@ class Transaction:
         pending = self.updates.get(btree_id)
         if pending is None:
             pending = self.updates[btree_id] = {}
-            self._sorted[btree_id] = []
-        if key.pos not in pending:
-            insort(self._sorted[btree_id], key.pos)
-        pending[key.pos] = key
+            self._positions[btree_id] = []
+        pos = key.pos
+        if pos not in pending:
+            positions = self._positions[btree_id]
+            if positions and pos < positions[-1]:
+                self._unsorted.add(btree_id)
+            positions.append(pos)
+        pending[pos] = key
 
     def delete(self, btree_id: int, pos: Pos) -> None:
         self.update(btree_id, deleted_key(pos))
@@ -266,7 +297,7 @@ class Transaction:
                     jrnl.add_keys(btree_id, list(pending.values()))
             store.journal_reserve(jrnl.seq)
             for btree_id, pending in self.updates.items():
-                keys = [pending[p] for p in self._sorted[btree_id]]   # sorted: leaf after leaf
+                keys = [pending[p] for p in self._sorted_positions(btree_id)]  # leaf after leaf
                 root = self.btrees.roots[btree_id]
                 if not journal and root.level == 0 and len(keys) > BULK_BUILD_MIN:
                     # a large import into a btree that is one leaf: build it bottom-up

@@ -54,12 +54,14 @@ def now() -> tuple[int, int]:
     return divmod(time.time_ns(), 1_000_000_000)
 
 
+_DTYPES = {stat.S_IFREG: DirentType.reg, stat.S_IFDIR: DirentType.dir,
+           stat.S_IFLNK: DirentType.lnk, stat.S_IFCHR: DirentType.chr,
+           stat.S_IFBLK: DirentType.blk, stat.S_IFIFO: DirentType.fifo,
+           stat.S_IFSOCK: DirentType.sock}
+
+
 def dtype_of(mode: int) -> int:
-    fmt = stat.S_IFMT(mode)
-    return {stat.S_IFREG: DirentType.reg, stat.S_IFDIR: DirentType.dir,
-            stat.S_IFLNK: DirentType.lnk, stat.S_IFCHR: DirentType.chr,
-            stat.S_IFBLK: DirentType.blk, stat.S_IFIFO: DirentType.fifo,
-            stat.S_IFSOCK: DirentType.sock}.get(fmt, DirentType.unknown)
+    return _DTYPES.get(stat.S_IFMT(mode), DirentType.unknown)
 
 
 @dataclass(frozen=True)
@@ -183,16 +185,8 @@ class Filesystem:
 
     def get_inode(self, where: Where, src=None) -> Inode | None:
         src = src or self.btrees
-        visible = self.visible(where.snapshot)
         it = src.iter(INODES, inode_pos(where.inum, 0), inode_pos(where.inum, U32_MAX))
-        for k in filter_visible(it, visible):
-            if k.type != KeyType.inode:
-                return None
-            ino = decode_inode(k)
-            # seen from (and written back to) where.snapshot, whichever key it came from
-            ino.snapshot = where.snapshot
-            return ino
-        return None
+        return visible_inode(it, where, self.visible(where.snapshot))
 
     def inode(self, where: Where, src=None) -> Inode:
         ino = self.get_inode(where, src)
@@ -260,8 +254,9 @@ class Filesystem:
             return None
         return self._entry(dir_where, k, src)
 
-    def _entry(self, dir_where: Where, k: Key, src=None) -> Entry:
-        d = decode_dirent(k.val)
+    def _entry(self, dir_where: Where, k: Key, src=None, d: Dirent | None = None) -> Entry:
+        if d is None:
+            d = decode_dirent(k.val)
         if d.is_subvol:
             where = self.where_of_subvol(d.child_subvol, src)
         else:
@@ -273,9 +268,10 @@ class Filesystem:
         visible = self.visible(dir_where.snapshot)
         out = []
         for k in hashed.iter_entries(src, D, dir_where.inum, visible):
-            if k.type == KeyType.dirent and not _hidden_subvol(decode_dirent(k.val),
-                                                               dir_where.subvol):
-                out.append(self._entry(dir_where, k, src))
+            if k.type == KeyType.dirent:
+                d = decode_dirent(k.val)
+                if not _hidden_subvol(d, dir_where.subvol):
+                    out.append(self._entry(dir_where, k, src, d))
         return out
 
     def is_empty_dir(self, dir_where: Where, src=None) -> bool:
@@ -714,6 +710,19 @@ class Filesystem:
         inode.ctime_sec, inode.ctime_nsec = now()
         self.put_inode(t, where, inode)
         t.commit()
+
+
+def visible_inode(keys, where: Where, visible) -> Inode | None:
+    """The inode `where` names, from the keys of its inode number (all snapshots,
+    in order) and its snapshot's view `visible`."""
+    for k in filter_visible(keys, visible):
+        if k.type != KeyType.inode:
+            return None
+        ino = decode_inode(k)
+        # seen from (and written back to) where.snapshot, whichever key it came from
+        ino.snapshot = where.snapshot
+        return ino
+    return None
 
 
 def _hidden_subvol(d: Dirent, subvol: int) -> bool:
