@@ -16,6 +16,7 @@ never trip over a value they cannot decode.
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 
 from ...formats.constants import KEY_VALUE_MAX, ROOT_INODE, U64_MAX
 from ...formats.ids import BTREE_KEY_TYPES, EXTENT_BTREES, SNAPSHOT_BTREES, BtreeId, KeyType
@@ -29,8 +30,11 @@ INODES, D, E = BtreeId.inodes, BtreeId.dirents, BtreeId.extents
 
 
 def classifier(btree: int):
-    """classify(k) -> (error name, message) for an invalid key of `btree`, None for
-    a valid one (constants of the btree bound once: it runs on every key)."""
+    """invalid(keys, snapshots=None) -> (key, error name, message) for each invalid
+    key of `btree` among `keys`, in order; with `snapshots` (the ids that exist),
+    a key of a snapshot btree in another snapshot is invalid too. The constants
+    of the btree are bound once and the checks are inline in one loop: it runs on
+    every key of the image."""
     from ...errors import FormatError
     from ...keys import REGISTRY, load_all_key_types
 
@@ -44,47 +48,61 @@ def classifier(btree: int):
     inode_t, dirent_t = KeyType.inode, KeyType.dirent
     dirent_head = DirentHead.SIZE
 
-    def classify(k: Key) -> tuple[str, str] | None:
-        t = k.type
-        if t not in allowed:
-            return "key_type_not_allowed", (f"key type {type_name(t)} not allowed in btree "
-                                            f"{btree_name(btree)}")
-        val = k.val
-        if len(val) > KEY_VALUE_MAX:
-            return "key_bad_value", "value too long"
-        pos = k.pos
-        if extent:
-            if k.size == 0 or k.size > pos[1]:
-                return "key_bad_pos", f"bad extent size {k.size} for end {pos[1]}"
-        elif k.size != 0:
-            return "key_bad_pos", f"nonzero size {k.size} in a non-extent btree"
-        if not snaps and pos[2] != 0:
-            return "key_bad_pos", f"snapshot field {pos[2]} in a btree without snapshots"
-        if inodes and t == inode_t and (pos[0] != 0 or not ROOT_INODE <= pos[1] < U64_MAX):
-            return "key_bad_pos", f"inode key position not (0, {ROOT_INODE} <= inum < U64_MAX)"
-        if inum_first and not ROOT_INODE <= pos[0] < U64_MAX:
-            return "key_bad_pos", f"inode number {pos[0]} out of range"
-        if dirents and t == dirent_t and len(val) >= dirent_head:
-            return None   # name and type problems: repaired in place by the dirents pass
-        v = validators.get(t)
-        if v is None:
-            return None
-        try:
-            problem = v(btree, k)
-        except FormatError as e:
-            problem = str(e)
-        if problem:
-            if inodes and t == inode_t and len(val) == InodeValue.SIZE \
-                    and "file type" in problem:
-                return "inode_bad_mode", problem
-            return "key_bad_value", problem
-        return None
+    def invalid(keys, snapshots=None) -> Iterator[tuple[Key, str, str]]:
+        check_snapshots = snaps and snapshots is not None
+        for k in keys:
+            t = k.type
+            if t not in allowed:
+                yield k, "key_type_not_allowed", (f"key type {type_name(t)} not allowed in "
+                                                  f"btree {btree_name(btree)}")
+                continue
+            val = k.val
+            if len(val) > KEY_VALUE_MAX:
+                yield k, "key_bad_value", "value too long"
+                continue
+            pos = k.pos
+            if extent:
+                if k.size == 0 or k.size > pos[1]:
+                    yield k, "key_bad_pos", f"bad extent size {k.size} for end {pos[1]}"
+                    continue
+            elif k.size != 0:
+                yield k, "key_bad_pos", f"nonzero size {k.size} in a non-extent btree"
+                continue
+            if not snaps and pos[2] != 0:
+                yield k, "key_bad_pos", f"snapshot field {pos[2]} in a btree without snapshots"
+                continue
+            if inodes and t == inode_t and (pos[0] != 0 or not ROOT_INODE <= pos[1] < U64_MAX):
+                yield k, "key_bad_pos", (f"inode key position not (0, {ROOT_INODE} <= inum "
+                                         "< U64_MAX)")
+                continue
+            if inum_first and not ROOT_INODE <= pos[0] < U64_MAX:
+                yield k, "key_bad_pos", f"inode number {pos[0]} out of range"
+                continue
+            # (dirents: name and type problems are repaired in place by the dirents pass)
+            v = None if dirents and t == dirent_t and len(val) >= dirent_head else validators.get(t)
+            if v is not None:
+                try:
+                    problem = v(btree, k)
+                except FormatError as e:
+                    problem = str(e)
+                if problem:
+                    if inodes and t == inode_t and len(val) == InodeValue.SIZE \
+                            and "file type" in problem:
+                        yield k, "inode_bad_mode", problem
+                    else:
+                        yield k, "key_bad_value", problem
+                    continue
+            if check_snapshots and pos[2] not in snapshots:
+                yield k, "key_in_missing_snapshot", f"snapshot {pos[2]} does not exist"
 
-    return classify
+    return invalid
 
 
 def classify(btree: int, k: Key) -> tuple[str, str] | None:
-    return classifier(btree)(k)
+    """(error name, message) if key k of `btree` is invalid, else None."""
+    for _k, name, problem in classifier(btree)([k]):
+        return name, problem
+    return None
 
 
 def run(ctx) -> None:
@@ -92,22 +110,12 @@ def run(ctx) -> None:
     snaps = table(ctx).snapshots
     batch = Batch(ctx, triggers=False)
     for btree in BtreeId:
-        check = classifier(btree)
-        in_snapshots = btree in SNAPSHOT_BTREES
-        for k in list(bt.iter(btree)):
-            found = check(k)
-            if found:
-                name, problem = found
-                if name == "inode_bad_mode":
-                    _bad_mode(ctx, batch, k, problem)
-                    continue
-                if ctx.act(name, loc(btree, k.pos), problem + "; deleted"):
-                    batch.t().delete(btree, k.pos)
+        for k, name, problem in classifier(btree)(list(bt.iter(btree)), snaps):
+            if name == "inode_bad_mode":
+                _bad_mode(ctx, batch, k, problem)
                 continue
-            if in_snapshots and k.pos[2] not in snaps:
-                if ctx.act("key_in_missing_snapshot", loc(btree, k.pos),
-                           f"snapshot {k.pos[2]} does not exist; deleted"):
-                    batch.t().delete(btree, k.pos)
+            if ctx.act(name, loc(btree, k.pos), problem + "; deleted"):
+                batch.t().delete(btree, k.pos)
     batch.flush()
     ctx.state.pop("inodes", None)
 
