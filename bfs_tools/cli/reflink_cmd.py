@@ -50,6 +50,15 @@ def cp_cmd(image, src_path, dst_path, recursive, reflink, progress):
     directory; mode, owner, times, xattrs, symlinks and hard links (within the
     copied tree) are kept. File data is shared (reflink) unless --reflink=never.
     One transaction: all or nothing."""
+    from ..remap import collector_paused
+
+    with collector_paused():
+        # (in a function of its own: what the copy made is gone, freed by reference
+        # counting, when the collector comes back)
+        _cp(image, src_path, dst_path, recursive, reflink, progress)
+
+
+def _cp(image, src_path, dst_path, recursive, reflink, progress):
     from ..errors import ExistsError, IsADirError, NotADirError, NotFoundError, UsageError
     from ..fs.filesystem import Filesystem
     from ..remap import Copier, commit
