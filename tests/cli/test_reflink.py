@@ -673,6 +673,46 @@ def test_snapshot_of_reflinked_files(bfs, img, tmp_path):
     check_reflink(img)
 
 
+@needs_snapshots
+def test_cp_tree_across_snapshots(bfs, img, tmp_path):
+    """cp -r reads the whole source before writing: from a snapshot whose keys an
+    ancestor owns (rewritten at the snapshot only), from a read-only snapshot
+    (left as it is), and through subvolumes into a subvolume inside the tree
+    being copied (the copy does not contain itself)."""
+    host = tmp_path / "tree"
+    _tree(host)
+    bfs("subvolume", "create", img, "/sv")
+    bfs("put", img, host, "/sv/t", "-r")
+    bfs("snapshot", "create", img, "/sv", "/snap")
+    bfs("snapshot", "create", img, "/sv", "/ro", "--read-only")
+    sv_view = describe(img, "/sv/t")
+    old_keys = set(bfs("dump", "btree", img, "extents").text.splitlines())
+    bfs("cp", img, "/snap/t", "/snap/t2", "-r")
+    assert describe(img, "/snap/t2") == describe(img, "/snap/t") == sv_view
+    bfs("cp", img, "/ro/t", "/sv/from-ro", "-r")
+    assert describe(img, "/sv/from-ro") == sv_view
+    # the ancestor's keys (which /sv's old view and /ro see) are all still there
+    assert old_keys <= set(bfs("dump", "btree", img, "extents").text.splitlines())
+    check_reflink(img)
+    before = describe(img, "/")
+    bfs("cp", img, "/", "/sv/all", "-r")
+    assert describe(img, "/sv/all").keys() == {k for k in before if not k.startswith(b"/sv/all")}
+    for sub in ("/snap/t", "/snap/t2", "/ro/t", "/sv/t", "/sv/from-ro"):  # one link each
+        assert describe(img, "/sv/all" + sub) == describe(img, sub), sub
+    assert describe(img, "/sv/t") == sv_view
+    check_reflink(img)
+    # into an existing directory (/sv/m/t exists: cp merges into it): a name on
+    # both sides is refused, nothing changes
+    bfs("mkdir", img, "/sv/m")
+    bfs("mkdir", img, "/sv/m/t")
+    bfs("cp", img, "/snap/t/small", "/sv/m/t/small")
+    view = describe(img, "/")
+    r = bfs("cp", img, "/snap/t", "/sv/m", "-r", check_rc=1)
+    assert "already exists" in r.errtext
+    assert describe(img, "/") == view
+    check_reflink(img)
+
+
 # ---------------------------------------------------------------------- df / usage
 
 
