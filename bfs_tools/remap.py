@@ -427,18 +427,24 @@ def _runs(segs: list[Segment]) -> list[list[Segment]]:
 def copy_data(fs, trans, writer: DataWriter, src, src_inode, dst, dst_inode, *,
               what: str = "", fresh: bool = False) -> None:
     """Give dst a private copy of src's contents (cp --reflink=never): new data
-    written for every data range, holes kept. Sets dst size and sectors."""
+    written for every data range, holes kept. Sets dst size and sectors.
+
+    src is read as committed: a copy never changes the keys of a file it copies
+    this way (only shared files are rewritten, and a share that fails does so
+    before writing anything), and a read through the transaction would merge
+    in the thousands of keys a tree copy has queued, for every file."""
     visible = fs.visible(src.snapshot)
     inum, snap = dst.inum, dst.snapshot
     size = src_inode.size
     if size <= fs.inline_max:
-        data = read_range(fs.store, src.inum, visible, 0, size, what, trans)
+        data = read_range(fs.store, src.inum, visible, 0, size, what)
         keys = [inline_key(inum, snap, data)] if data else []
     else:
         ctx = ReadContext(fs.store, what)
         keys = []
         writer.flush()
-        for k in visible_extents(trans, src.inum, visible, 0, _round_up(size, SECTOR) // SECTOR):
+        for k in visible_extents(fs.btrees, src.inum, visible, 0,
+                                 _round_up(size, SECTOR) // SECTOR):
             keys += data_keys(inum, snap, k.start, writer.write(key_data(ctx, k)))
     dst_inode.size = size
     if fresh:

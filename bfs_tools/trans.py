@@ -146,7 +146,8 @@ class Transaction:
     def read_ranges(self, btree_id: int, ranges) -> Iterator[list[Key]]:
         """[keys in [start, end]] for each (start, end) of `ranges`, ascending:
         leaf after leaf (btree/ranges.py) while this transaction has queued
-        nothing in the btree, else iter() per range."""
+        nothing in the btree, else iter() per range. Queue nothing in the btree
+        before the last range is read."""
         if not self._positions.get(btree_id):
             return read_ranges(self.btrees, btree_id, ranges)
         return (list(self.iter(btree_id, start, end)) for start, end in ranges)
