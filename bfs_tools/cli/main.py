@@ -78,6 +78,28 @@ def _is_check(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command and exit with its code (SystemExit: in-process callers, the
+    tests and the benchmarks' profilers, catch it)."""
+    sys.exit(run(argv))
+
+
+def entry() -> None:
+    """The `bfs` executable: run one command, flush the output, and leave without
+    the interpreter's teardown. By then the image is closed and every file the
+    command wrote is closed; what is left is freeing each object of a large check
+    or copy one at a time (~25 ms for the standard library tree, ~50 ms of CPU for
+    100,000 files)."""
+    code = run()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+    os._exit(code)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     from ..errors import BfsError
 
@@ -118,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         _err(f"internal error: {type(e).__name__}: {e} (run with BFS_DEBUG=1 for a traceback)")
         code = 8 if is_check else 70
     _flush_stdout()
-    sys.exit(code)
+    return code
 
 
 def _err(message: str) -> None:
