@@ -19,6 +19,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 
 from .btree.ranges import read_ranges
+from .btree.tree import KeyReader
 from .errors import FormatError, ReadOnlyError
 from .formats.ids import BtreeId, KeyType
 from .keys import HEADER_SIZE, POS_MAX, POS_MIN, REGISTRY, Key, Pos, deleted_key
@@ -44,7 +45,7 @@ def _overlay(base: list[Key], updates: list[Key]) -> list[Key]:
     return [merged[p] for p in sorted(merged)]
 
 
-class Transaction:
+class Transaction(KeyReader):
     def __init__(self, store):
         self.store = store
         self.btrees = store.btrees
@@ -151,16 +152,6 @@ class Transaction:
         if not self._positions.get(btree_id):
             return read_ranges(self.btrees, btree_id, ranges)
         return (list(self.iter(btree_id, start, end)) for start, end in ranges)
-
-    def peek(self, btree_id: int, pos: Pos, end: Pos = POS_MAX) -> Key | None:
-        for k in self.iter(btree_id, pos, end):
-            return k
-        return None
-
-    def peek_prev(self, btree_id: int, pos: Pos, end: Pos = POS_MIN) -> Key | None:
-        for k in self.iter_reverse(btree_id, pos, end):
-            return k
-        return None
 
     # ------------------------------------------------------------------ writes
 

@@ -57,7 +57,24 @@ class NodeSpace:
         """
 
 
-class Btrees:
+class KeyReader:
+    """peek / peek_prev for a key source that has iter and iter_reverse (the
+    btrees of an image; a transaction, which overlays its queued updates)."""
+
+    def peek(self, btree_id: int, pos: Pos, end: Pos = POS_MAX) -> Key | None:
+        """First key at or after pos (and not after end)."""
+        for k in self.iter(btree_id, pos, end):
+            return k
+        return None
+
+    def peek_prev(self, btree_id: int, pos: Pos, end: Pos = POS_MIN) -> Key | None:
+        """Last key at or before pos (and not before end)."""
+        for k in self.iter_reverse(btree_id, pos, end):
+            return k
+        return None
+
+
+class Btrees(KeyReader):
     """All btrees of an open image."""
 
     def __init__(self, dev, *, node_size: int, block_size: int, magic64: int, csum_type: int,
@@ -242,18 +259,6 @@ class Btrees:
                 return
             yield from reversed(leaf.keys[:j])
             pos = pos_pred(leaf.min_key)
-
-    def peek(self, btree_id: int, pos: Pos, end: Pos = POS_MAX) -> Key | None:
-        """First key at or after pos (and not after end)."""
-        for k in self.iter(btree_id, pos, end):
-            return k
-        return None
-
-    def peek_prev(self, btree_id: int, pos: Pos, end: Pos = POS_MIN) -> Key | None:
-        """Last key at or before pos (and not before end)."""
-        for k in self.iter_reverse(btree_id, pos, end):
-            return k
-        return None
 
     # ------------------------------------------------------------------ updates
 
