@@ -13,7 +13,8 @@ copy of the prepared image / with the previous copy removed):
   * plain copy of that file: `bfs cp --reflink=never` vs `cp --reflink=never`.
   * the Python standard library tree (site-packages excluded, as in
     /work/shared/peers/measured-on-this-machine.md): `bfs cp -r --reflink=always`
-    vs `cp -a --reflink=always`, and both with `--reflink=never`.
+    vs `cp -a --reflink=always`, and both with `--reflink=never`; the btrfs rows
+    also with `sync -f` after the cp (bfs cp is durable when it returns).
 
 btrfs: mkfs.btrfs on a sparse file, mount -o loop (root only; the rows show no
 peer when that is not possible). The bfs processes run with their bytecode
@@ -189,6 +190,13 @@ def run(work: Path, runs: int, Row, Timing, run_once) -> list:
                 r.peers[f"cp -a --reflink={mode} (btrfs)"] = _timed(
                     run_once, Timing, ["cp", "-a", f"--reflink={mode}", str(m / "src"),
                                        str(m / "dst")], runs, rm(m / "dst"))
+                # bfs cp returns with the copy on the medium (its commit flushes);
+                # cp on a mounted btrfs returns with it in the page cache: the
+                # durable comparison adds syncfs
+                r.peers[f"cp -a --reflink={mode} + sync -f (btrfs)"] = _timed(
+                    run_once, Timing, ["sh", "-c", f'cp -a --reflink={mode} "$1" "$2" && '
+                                       'sync -f "$3"', "sh", str(m / "src"), str(m / "dst"),
+                                       str(m)], runs, rm(m / "dst"))
             rows.append(r)
         if problem is not None:
             rows[0].note += f"; {problem}"
