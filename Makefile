@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := build/demo.img
 
-.PHONY: install demo test test-fast lint formats-doc bench fuzz crash clean
+.PHONY: install demo test test-fast lint formats-doc bench fuzz crash crash-exhaustive clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ fuzz: $(STAMP)
 
 crash: $(STAMP)
 	BFS_CRASH_FULL=1 $(BIN)/python -m pytest -n 2 tests/crash -m "slow or not slow"
+
+crash-exhaustive: $(STAMP)
+	BFS_CRASH_FULL=1 BFS_CRASH_EXHAUSTIVE=1 $(BIN)/python -m pytest -n 2 tests/crash -m "slow or not slow"
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build .pytest_cache

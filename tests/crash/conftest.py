@@ -13,6 +13,8 @@ import os
 import pytest
 
 FULL = os.environ.get("BFS_CRASH_FULL") == "1"
+# every ordered pair of operations and 480 triples (hours on 2 cores): make crash-exhaustive
+EXHAUSTIVE = os.environ.get("BFS_CRASH_EXHAUSTIVE") == "1"
 
 _TOTAL = {"states": 0, "tests": 0}
 
@@ -37,4 +39,5 @@ def pytest_terminal_summary(terminalreporter):
     if _TOTAL["tests"]:
         terminalreporter.write_line(
             f"crash consistency: {_TOTAL['states']} crash states checked in "
-            f"{_TOTAL['tests']} tests" + (" (full sweep)" if FULL else ""))
+            f"{_TOTAL['tests']} tests"
+            + (" (exhaustive sweep)" if EXHAUSTIVE else " (full sweep)" if FULL else ""))

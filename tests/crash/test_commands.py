@@ -5,11 +5,13 @@ are recorded on a RecordingDevice; every crash state of the recording must open,
 check clean (`check -n`) and show the tree exactly as after the commands whose
 commit reached the medium, the command in flight all or nothing
 (tests/crash/harness.py). Default run: every operation alone, a seeded sample of
-two- and three-operation workloads, `format --source`. The full sweep (every
-two-operation workload, a larger seeded sample of three-operation ones, more
-variants of every epoch, every state reopened writable):
+two- and three-operation workloads, `format --source`. The full sweep (more
+variants of every epoch, every state reopened writable, larger seeded samples of
+two- and three-operation workloads; ~10 minutes on 2 cores) and the exhaustive
+one (every ordered pair of operations, 480 triples; hours):
 
-    make crash        # BFS_CRASH_FULL=1 pytest tests/crash; prints the count at the end
+    make crash              # BFS_CRASH_FULL=1 pytest tests/crash; prints the count at the end
+    make crash-exhaustive   # BFS_CRASH_EXHAUSTIVE=1 as well
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest
 from bfs_tools.io.crash import CrashLimits
 
 from . import workloads as W
-from .conftest import FULL
+from .conftest import EXHAUSTIVE, FULL
 from .harness import (
     Cmd,
     CrashFailure,
@@ -146,34 +148,43 @@ def test_harness_catches_a_command_that_is_not_atomic(count_states):
         check_recording(rec, limits=CrashLimits(prefixes=0, drops=0, subsets=0, torn=0))
 
 
-# ---------------------------------------------------------------------- full sweep
+# ---------------------------------------------------------------------- full sweeps
 
 CHUNKS = 16
+
+
+def _pairs() -> list[list[Cmd]]:
+    """Every ordered pair of operations (Ace's seq-2) when exhaustive; else a seeded
+    sample of 160 of them."""
+    return W.sequences(2) if EXHAUSTIVE else W.sample(2, 160, seed=22)
+
+
+def _triples() -> list[list[Cmd]]:
+    return W.sample(3, 480 if EXHAUSTIVE else 48, seed=33)
+
+
+def _sweep(workloads: list[list[Cmd]], chunk: int) -> int:
+    total = 0
+    for i, cmds in enumerate(workloads):
+        if i % CHUNKS == chunk:
+            rec = record(W.workload_name(cmds), W.base_image(), cmds, seed=i)
+            total += check_recording(rec, seed=i, limits=LIMITS,
+                                     reopen=lambda n: n % 3 == 0).states
+    return total
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FULL, reason="full crash sweep: set BFS_CRASH_FULL=1 (make crash)")
 @pytest.mark.parametrize("chunk", range(CHUNKS))
-def test_every_two_operations(chunk, count_states):
-    """Every ordered pair of operations (Ace's seq-2), in chunks for xdist."""
-    total = 0
-    for i, cmds in enumerate(W.sequences(2)):
-        if i % CHUNKS == chunk:
-            rec = record(W.workload_name(cmds), W.base_image(), cmds, seed=i)
-            total += check_recording(rec, seed=i, limits=LIMITS,
-                                     reopen=lambda n: n % 3 == 0).states
-    count_states(total)
+def test_two_operations_sweep(chunk, count_states):
+    """Two-operation workloads (all of them with BFS_CRASH_EXHAUSTIVE=1), in chunks
+    for xdist."""
+    count_states(_sweep(_pairs(), chunk))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FULL, reason="full crash sweep: set BFS_CRASH_FULL=1 (make crash)")
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_three_operations_sweep(chunk, count_states):
-    """A seeded sample of 480 three-operation workloads."""
-    total = 0
-    for i, cmds in enumerate(W.sample(3, 480, seed=33)):
-        if i % CHUNKS == chunk:
-            rec = record(W.workload_name(cmds), W.base_image(), cmds, seed=i)
-            total += check_recording(rec, seed=i, limits=LIMITS,
-                                     reopen=lambda n: n % 3 == 0).states
-    count_states(total)
+    """A seeded sample of three-operation workloads (48; 480 exhaustive)."""
+    count_states(_sweep(_triples(), chunk))
