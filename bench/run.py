@@ -256,7 +256,12 @@ def main() -> int:
             if args.only and args.only not in fn.__name__:
                 continue
             print(f"running {fn.__name__} ...", file=sys.stderr)
-            rows += fn(work, args.runs)
+            try:
+                rows += fn(work, args.runs)
+            except Exception as e:  # noqa: BLE001 - one broken benchmark must not lose the table
+                print(f"  {fn.__name__} failed: {type(e).__name__}: {e}", file=sys.stderr)
+                rows.append(Row(fn.__name__, f"{fn.__name__}: FAILED", None,
+                                note=f"{type(e).__name__}: {e}"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nbfs-tools benchmarks, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "

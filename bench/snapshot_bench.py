@@ -170,7 +170,7 @@ def _layered_image(work: Path, k: int, d: int) -> tuple[Path, str]:
 
     img = work / f"read-k{k}-d{d}.img"
     subprocess.run([sys.executable, "-m", "bfs_tools", "format", str(img), "--size", "1G",
-                    "--force"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    "--force"], check=True, stdout=subprocess.DEVNULL)
     rng = random.Random(k * 1000 + d)
     size = FILE_MIB << 20
     with Filesystem.open(str(img), write=True) as fs:
