@@ -162,15 +162,17 @@ def create_rows(h, work: Path, runs: int) -> list:
     return rows
 
 
-def _layered_image(work: Path, k: int, d: int) -> tuple[Path, str]:
+def _layered_image(h, work: Path, k: int, d: int) -> tuple[Path, str]:
     """A 32 MiB file, then d snapshots each of the one before, k 4 KiB overwrites
     spread over the levels (in each new snapshot). Returns (image, path to read)."""
     from bfs_tools.fs.filesystem import Filesystem
     from bfs_tools.snapshots.subvolume import create_snapshot
 
     img = work / f"read-k{k}-d{d}.img"
-    subprocess.run([sys.executable, "-m", "bfs_tools", "format", str(img), "--size", "1G",
-                    "--force"], check=True, stdout=subprocess.DEVNULL)
+    # the installed bfs: `python -m bfs_tools` run from a checkout would import the
+    # source tree, which has no bfs_tools.formats (installed from formats/)
+    subprocess.run([h.BFS, "format", str(img), "--size", "1G", "--force"], check=True,
+                   stdout=subprocess.DEVNULL)
     rng = random.Random(k * 1000 + d)
     size = FILE_MIB << 20
     with Filesystem.open(str(img), write=True) as fs:
@@ -209,7 +211,7 @@ def _in_process_read(img: Path, path: str) -> float:
 def read_rows(h, work: Path, runs: int) -> list:
     rows = []
     for k, d in READ_CASES:
-        img, path = _layered_image(work, k, d)
+        img, path = _layered_image(h, work, k, d)
         t = h.measure(f"{h.BFS} cat {img} {path} > /dev/null", runs=runs, shell=True)
         inproc = min(_in_process_read(img, path) for _ in range(3))
         mb = FILE_MIB * (1 << 20) / 1e6
