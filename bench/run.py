@@ -48,15 +48,38 @@ class Row:
     note: str = ""
 
 
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
 def run_once(cmd: list[str] | str, *, shell: bool = False, env=None) -> tuple[float, int, int]:
-    """(seconds, peak RSS KiB, rc) of one whole process."""
+    """(seconds, peak RSS KiB, rc) of one whole process.
+
+    The peak RSS comes from GNU time when it is there: a process forked from this
+    one would report this process's RSS at the fork (Linux keeps the high-water
+    mark of the replaced memory map across exec), and the benchmarks run large
+    in-process parts."""
+    argv = ["sh", "-c", cmd] if shell else list(cmd)
+    rss_file = None
+    if GNU_TIME:
+        fd, rss_file = tempfile.mkstemp(prefix="bfs-bench-rss-")
+        os.close(fd)
+        argv = [GNU_TIME, "-f", "%M", "-o", rss_file, *argv]
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     dt = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return dt, usage.ru_maxrss, proc.returncode
+    rc = os.waitstatus_to_exitcode(status)
+    peak = usage.ru_maxrss
+    if rss_file:
+        try:
+            with open(rss_file) as f:
+                lines = f.read().split()
+            peak = int(lines[-1]) if lines else 0
+        except (OSError, ValueError):
+            peak = 0
+        finally:
+            os.unlink(rss_file)
+    return dt, peak, rc
 
 
 def measure(cmd, *, runs: int, prepare=None, shell: bool = False, warmup: bool = True) -> Timing:
