@@ -30,11 +30,9 @@ transaction per command, all or nothing.
 
 from __future__ import annotations
 
-import gc
 import os
 import random
 import stat
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import (
@@ -501,22 +499,6 @@ def reflink_paths(fs, src_path: str, dst_path: str, *, src_offset: int = 0, dst_
 
 
 # ---------------------------------------------------------------------- cp
-
-
-@contextmanager
-def collector_paused():
-    """Python's cyclic garbage collector off for the duration. A tree copy makes
-    hundreds of thousands of objects that live until the commit and hold no
-    cycles (keys, positions, values); every full collection would walk them all
-    again to free nothing (a fifth of the time of a copy of the standard
-    library). Memory is unchanged: they are freed by reference counting."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @dataclass

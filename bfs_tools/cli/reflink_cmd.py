@@ -50,7 +50,7 @@ def cp_cmd(image, src_path, dst_path, recursive, reflink, progress):
     directory; mode, owner, times, xattrs, symlinks and hard links (within the
     copied tree) are kept. File data is shared (reflink) unless --reflink=never.
     One transaction: all or nothing."""
-    from ..remap import collector_paused
+    from ..gcpause import collector_paused
 
     with collector_paused():
         # (in a function of its own: what the copy made is gone, freed by reference

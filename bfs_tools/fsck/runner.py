@@ -21,7 +21,6 @@ alloc pass):
 
 from __future__ import annotations
 
-import gc
 import time
 
 from ..errors import BfsError, CorruptionError
@@ -285,17 +284,10 @@ def protect_in_use(ctx) -> None:
 
 
 def run_passes(ctx: CheckContext, *, progress=None) -> None:
-    # The passes hold hundreds of thousands of long-lived objects (keys, nodes,
-    # cached inodes) and make next to no reference cycles: the cyclic collector
-    # would only re-scan them again and again (on 100,000 files about a third of
-    # the check's time). It is off while the passes run, as it was found after.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    from ..gcpause import collector_paused
+
+    with collector_paused():    # (why: bfs_tools/gcpause.py)
         _run_passes(ctx, progress)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _run_passes(ctx: CheckContext, progress) -> None:
