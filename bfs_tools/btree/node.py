@@ -10,7 +10,9 @@ keys as `deleted`), each stamped with the highest journal seq it contains.
 from __future__ import annotations
 
 import os
-from operator import attrgetter
+from bisect import bisect_left
+from itertools import islice
+from operator import attrgetter, itemgetter, le, lt
 
 from ..checksum import checksum
 from ..codec import record
@@ -27,6 +29,9 @@ BSET_HEADER_SIZE = BsetHeader.SIZE
 _temp_ids = iter(range(-1, -(1 << 62), -1))
 _pos_of = attrgetter("pos")
 _val_of = attrgetter("val")
+_type_of = attrgetter("type")
+_size_of = attrgetter("size")
+_offset_of = itemgetter(1)
 
 
 class Node:
@@ -155,7 +160,7 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
         raise CorruptionError(f"{where}: unknown btree id {h.btree_id}",
                               E["btree_node_unreadable"].id)
     offset = NODE_HEADER_SIZE
-    merged: dict | None = None
+    positions: list | None = None   # of `keys`, once a later bset is merged in
     keys: list[Key] = []
     bset_magic = BSET_MAGIC ^ magic64
     while offset + BSET_HEADER_SIZE <= len(buf):
@@ -213,17 +218,11 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
         p.max_journal_seq = max(p.max_journal_seq, b.journal_seq)
         if first:
             keys = bkeys
-        else:
-            if merged is None:
-                merged = {k.pos: k for k in keys}
-            for k in bkeys:
-                if k.type == KeyType.deleted:
-                    merged.pop(k.pos, None)
-                else:
-                    merged[k.pos] = k
+        elif bkeys:
+            if positions is None:
+                positions = list(map(_pos_of, keys))
+            _apply_bset(keys, positions, bkeys)
         p.bsets += 1
-    if merged is not None:
-        keys = [merged[pos] for pos in sorted(merged)]
     if p.bsets == 0:
         # Only blacklisted bsets: the node was written by an epoch that never
         # committed; nothing valid references it.
@@ -232,6 +231,26 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
     p.keys = keys
     p.written = offset
     return p
+
+
+def _apply_bset(keys: list[Key], positions: list, newer: list[Key]) -> None:
+    """Apply a later bset (sorted, newer keys win, `deleted` removes) to the sorted
+    keys in place. Later bsets hold the few keys changed since the node's full
+    write, so each is placed by bisection instead of re-sorting the whole node."""
+    deleted = KeyType.deleted
+    for k in newer:
+        pos = k.pos
+        i = bisect_left(positions, pos)
+        found = i < len(positions) and positions[i] == pos
+        if k.type == deleted:
+            if found:
+                del positions[i]
+                del keys[i]
+        elif found:
+            keys[i] = k
+        else:
+            positions.insert(i, pos)
+            keys.insert(i, k)
 
 
 def _lenient_keys(keys: list[Key], p: ParsedNode, allowed, where: str, E) -> list[Key]:
@@ -279,8 +298,33 @@ def _next_valid_bset(buf: bytes, start: int, magic: int, node_seq: int, csum_typ
     return None
 
 
+def _keys_ok(keys: list[Key], p: ParsedNode, allowed, deleted_ok: bool) -> bool:
+    """What _check_keys checks, for the common case of keys that pass, in C-level
+    loops (map/all/set: every key read goes through here). False: let
+    _check_keys find the first problem and say what it is."""
+    if not keys:
+        return True
+    positions = list(map(_pos_of, keys))
+    if positions[0] < p.min_key or positions[-1] > p.max_key:
+        return False
+    if not all(map(lt, positions, islice(positions, 1, None))):
+        return False
+    types = set(map(_type_of, keys))
+    deleted = KeyType.deleted
+    if p.level > 0:
+        return types <= ({KeyType.btree_ptr, deleted} if deleted_ok else {KeyType.btree_ptr})
+    if not types <= allowed:
+        return False
+    if p.btree_id in EXTENT_BTREES:
+        # every extent-btree key: 0 < size <= its end offset
+        sizes = list(map(_size_of, keys))
+        return 0 not in sizes and all(map(le, sizes, map(_offset_of, positions)))
+    return True
+
+
 def _check_keys(keys: list[Key], p: ParsedNode, allowed, where: str, deleted_ok: bool, E) -> None:
-    # (runs on every key read: the enum members are looked up once)
+    if _keys_ok(keys, p, allowed, deleted_ok):
+        return
     deleted, btree_ptr = KeyType.deleted, KeyType.btree_ptr
     interior = p.level > 0
     prev = None

@@ -247,6 +247,18 @@ class Btrees(KeyReader):
             yield from leaf.keys[i:]
             pos = pos_succ(leaf.max_key)
 
+    def key_list(self, btree_id: int) -> list[Key]:
+        """Every key of a btree, as a list: iter() without a generator step per key
+        (check walks every btree several times)."""
+        out: list[Key] = []
+        pos = POS_MIN
+        while True:
+            leaf = self.find_leaf(btree_id, pos)
+            out.extend(leaf.keys[bisect_left(leaf.positions, pos):])
+            if leaf.max_key >= POS_MAX:
+                return out
+            pos = pos_succ(leaf.max_key)
+
     def iter_reverse(self, btree_id: int, start: Pos = POS_MAX, end: Pos = POS_MIN) -> Iterator[Key]:
         """Keys with end <= pos <= start, descending."""
         pos = start

@@ -110,7 +110,7 @@ def run(ctx) -> None:
     snaps = table(ctx).snapshots
     batch = Batch(ctx, triggers=False)
     for btree in BtreeId:
-        for k, name, problem in classifier(btree)(list(bt.iter(btree)), snaps):
+        for k, name, problem in classifier(btree)(bt.key_list(btree), snaps):
             if name == "inode_bad_mode":
                 _bad_mode(ctx, batch, k, problem)
                 continue
