@@ -6,7 +6,6 @@ needs it; names from disk are never interpreted as markup.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -54,10 +53,14 @@ def human(n: int) -> str:
 
 
 def emit_json(obj) -> None:
+    import json     # only --json output needs it: keeps it out of every start-up
+
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def emit_json_line(obj) -> None:
+    import json
+
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
 

@@ -494,3 +494,23 @@ def test_corrupted_data_is_detected_by_cat_and_get(bfs, img, tmp_path):
     with Filesystem.open(str(img)) as fs:
         v = fs.resolve("/victim")
         assert fs.read(v.where, v.inode, 0, 1000, "/victim") == src.read_bytes()[:1000]
+
+
+@pytest.mark.damaged
+def test_cat_of_a_large_file_stops_exactly_at_a_bad_extent(bfs, img, tmp_path):
+    """A large file streams in runs whose checksums are computed ahead, on two
+    threads: a bad extent in the middle of a run must still fail where the stream
+    reaches it, with every byte before it output."""
+    src = tmp_path / "s"
+    data = data_of(6 << 20, seed=3)
+    src.write_bytes(data)
+    bfs("put", img, src, "/big")
+    assert bfs("cat", img, "/big").out == data
+    ext = stat_json(bfs, img, "/big")["extents"]
+    assert len(ext) >= 16
+    bad = ext[len(ext) // 2 + 1]                     # in the second half: the worker's share
+    offset = (bad["pos"]["offset"] - bad["size"]) * 512
+    flip_byte(img, (bad["value"]["sector"] + bad["value"]["offset"]) * 512 + 4000, 0x80)
+    r = bfs("cat", img, "/big", check_rc=3)
+    assert f"/big: data checksum mismatch at file offset {offset}" in r.errtext
+    assert r.out == data[:offset]
