@@ -12,6 +12,13 @@ A hostile image must not write outside the destination. So:
     extents), so a file claiming 2^62 bytes costs only what it really holds;
   * directories are walked with an explicit stack and each (subvolume, inode)
     directory is entered once, so depth and cycles are bounded.
+
+Speed (a tree is thousands of small files): the inodes, data keys and xattrs of
+a directory's children are read together in inode-number order, each leaf
+descended to once for all the children it holds (DirBatch); file data is read
+through a mapped window of the image (DataWindow), verified there and written
+to the host from it, without a read call or a copy; owner, mode and times are
+set through the open file (no path lookups).
 """
 
 from __future__ import annotations
@@ -19,18 +26,26 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 from .errors import DeviceError, ExistsError, FormatError, IsADirError, NotADirError
-from .formats.ids import KeyType
-from .fs.data import SECTOR, ReadContext, key_data, visible_extents
+from .extents import decode_extent
+from .formats.constants import U32_MAX, U64_MAX
+from .formats.ids import BtreeId, KeyType
+from .fs.data import SECTOR, ReadContext, _check_region, _verify_region, key_data, visible_extents
 from .fs.dirent import name_problem
-from .fs.filesystem import Filesystem, Resolved, Where
+from .fs.filesystem import Entry, Filesystem, Resolved, Where, visible_inode
 from .fs.inode import Inode
+from .fs.xattr import decode_xattr
+from .keys import filter_visible
 
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FD_WINDOW = 64      # directory levels kept open while extracting a tree
+BATCH = 1024        # children of a directory whose metadata is read together
+DATA_WINDOW = 32 << 20   # bytes of the image mapped at once for file data
+_UNREAD = object()  # DirBatch: not read with the batch (read when needed)
 
 
 @dataclass
@@ -41,6 +56,101 @@ class ExtractReport:
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)
     damaged: int = 0          # how many of the skipped were skipped for damage in the image
+
+
+class _Child:
+    """A directory entry with what extracting it needs; each of inode, data (the
+    visible data keys of a regular file) and xattrs is _UNREAD when it was not
+    read with its batch (then it is looked up on its own, the slow way)."""
+
+    __slots__ = ("entry", "inode", "data", "xattrs")
+
+    def __init__(self, entry: Entry):
+        self.entry = entry
+        self.inode = self.data = self.xattrs = _UNREAD
+
+
+def _leaf_slices(btrees, btree_id: int, ranges):
+    """For each (start, end) of `ranges` (ascending starts), the keys in it when
+    the range ends in the leaf it starts in: ranges that fall in one leaf share
+    its descent from the root. A range running on into later leaves (a file of
+    many extents, or a hostile image's flood of keys) gives _UNREAD: the caller
+    reads it lazily, so nothing of unbounded size is built here."""
+    leaf = None
+    for start, end in ranges:
+        if leaf is None or start < leaf.min_key or start > leaf.max_key:
+            leaf = btrees.find_leaf(btree_id, start)
+        if end <= leaf.max_key:
+            positions = leaf.positions
+            yield leaf.keys[bisect_left(positions, start):bisect_right(positions, end)]
+        else:
+            yield _UNREAD
+
+
+def read_children(fs: Filesystem, entries: list[Entry]) -> list[_Child]:
+    """The entries with their inodes, data keys and xattrs, read in inode-number
+    order (a tree written by populate or cp numbers its inodes in that order too).
+    A btree that cannot be read here (damage) leaves its part _UNREAD: the slow
+    path then meets, and reports, the damage for the one file it belongs to."""
+    btrees = fs.btrees
+    children = [_Child(e) for e in entries]
+    order = sorted(children, key=lambda c: c.entry.where.inum)
+    inums = [c.entry.where.inum for c in order]
+    views = [fs.visible(c.entry.where.snapshot) for c in order]
+    try:
+        ranges = [((0, i, 0), (0, i, U32_MAX)) for i in inums]
+        for c, visible, keys in zip(order, views, _leaf_slices(btrees, BtreeId.inodes, ranges),
+                                    strict=True):
+            if keys is not _UNREAD:
+                c.inode = visible_inode(keys, c.entry.where, visible)
+        ranges = [((i, 0, 0), (i, U64_MAX, U32_MAX)) for i in inums]
+        for c, visible, keys in zip(order, views, _leaf_slices(btrees, BtreeId.xattrs, ranges),
+                                    strict=True):
+            if keys is not _UNREAD:
+                c.xattrs = [decode_xattr(k.val) for k in filter_visible(keys, visible)
+                            if k.type == KeyType.xattr]
+        files = [(c, visible) for c, visible in zip(order, views, strict=True)
+                 if c.inode is not _UNREAD and c.inode is not None and c.inode.is_reg]
+        ranges = [((c.entry.where.inum, 1, 0), (c.entry.where.inum, U64_MAX, U32_MAX))
+                  for c, _ in files]
+        for (c, visible), keys in zip(files, _leaf_slices(btrees, BtreeId.extents, ranges),
+                                      strict=True):
+            if keys is not _UNREAD:
+                c.data = list(filter_visible(keys, visible))
+    except FormatError:
+        pass
+    return children
+
+
+class DataWindow:
+    """File data read through a read-only mapping of DATA_WINDOW bytes of the
+    image: a tree written by populate or cp lies mostly in order on the device,
+    so thousands of small files come from one mapping, without a read call or a
+    copy each. Every region is bounds-checked and its checksum verified on the
+    mapping before any of it is handed out."""
+
+    def __init__(self, store):
+        self.store = store
+        self.view = memoryview(b"")
+        self.lo = self.hi = 0          # device bytes mapped in view
+
+    def region(self, ctx: ReadContext, e, file_offset: int):
+        _check_region(ctx, e, file_offset)
+        start = e.sector * SECTOR
+        end = start + e.region_sectors * SECTOR
+        if not (self.lo <= start and end <= self.hi):
+            dev = self.store.dev
+            lo = start - start % DATA_WINDOW
+            hi = min(max(lo + DATA_WINDOW, end), dev.size)
+            view = dev.map(lo, hi - lo)
+            if view is None:            # not mappable: read just this region
+                data = dev.read(start, end - start)
+                _verify_region(ctx, e, data, file_offset)
+                return data
+            self.view, self.lo, self.hi = view, lo, hi
+        data = self.view[start - self.lo:end - self.lo]
+        _verify_region(ctx, e, data, file_offset)
+        return data
 
 
 class Extractor:
@@ -56,6 +166,8 @@ class Extractor:
         # directory holding a first link, not one per file
         self.links: dict[tuple[int, int], tuple[tuple[int, int], bytes]] = {}
         self._dir_fds: dict[tuple[int, int], int] = {}
+        self.root = os.geteuid() == 0      # xattrs other than user.* are restored as root only
+        self.window = DataWindow(fs.store)
 
     # ------------------------------------------------------------------ entry points
 
@@ -133,14 +245,14 @@ class Extractor:
         # parent, inode (owner, mode, times are set when it is done), host (dev, ino)]
         top = os.dup(root_fd)
         st = os.fstat(top)
-        stack = [[where, top, path, iter(sorted(fs.readdir(where), key=lambda e: e.name)),
-                  None, None, (st.st_dev, st.st_ino)]]
+        stack = [[where, top, path, self._children(fs.readdir(where)), None, None,
+                  (st.st_dev, st.st_ino)]]
         try:
             while stack:
                 frame = stack[-1]
                 dfd, dpath = frame[1], frame[2]
-                entry = next(frame[3], None)
-                if entry is None:
+                kid = next(frame[3], None)
+                if kid is None:
                     stack.pop()
                     try:
                         if frame[4] is not None:
@@ -152,13 +264,14 @@ class Extractor:
                     finally:
                         os.close(dfd)
                     continue
+                entry = kid.entry
                 name = entry.name
                 shown = _show(dpath, name)
                 problem = name_problem(name)
                 if problem:
                     self.report.skipped.append(f"{shown}: unsafe name ({problem}); skipped")
                     continue
-                child = fs.get_inode(entry.where)
+                child = kid.inode if kid.inode is not _UNREAD else fs.get_inode(entry.where)
                 if child is None:
                     self.report.skipped.append(f"{shown}: missing inode; skipped")
                     continue
@@ -175,13 +288,13 @@ class Extractor:
                         continue
                     st = os.fstat(sub)
                     self.report.dirs += 1
-                    self._xattrs(entry.where, sub, shown)
+                    self._xattrs(entry.where, sub, shown, kid.xattrs)
                     try:
-                        children = sorted(fs.readdir(entry.where), key=lambda e: e.name)
+                        children = self._children(fs.readdir(entry.where))
                     except FormatError as e:
                         self._damaged(shown, e)
-                        children = []
-                    stack.append([entry.where, sub, shown, iter(children), name, child,
+                        children = iter(())
+                    stack.append([entry.where, sub, shown, children, name, child,
                                   (st.st_dev, st.st_ino)])
                     if len(stack) > FD_WINDOW + 1:
                         old = stack[-1 - FD_WINDOW]
@@ -189,11 +302,17 @@ class Extractor:
                             os.close(old[1])
                             old[1] = None
                 else:
-                    self._one(entry.where, child, dfd, name, shown)
+                    self._one(entry.where, child, dfd, name, shown, kid)
         finally:
             for frame in stack:
                 if frame[1] is not None:
                     os.close(frame[1])
+
+    def _children(self, entries: list[Entry]):
+        """_Child of each entry, in name order; metadata read BATCH children at a time."""
+        entries.sort(key=lambda e: e.name)
+        for i in range(0, len(entries), BATCH):
+            yield from read_children(self.fs, entries[i:i + BATCH])
 
     @staticmethod
     def _parent_fd(stack: list, child: list) -> int:
@@ -211,7 +330,8 @@ class Extractor:
 
     # ------------------------------------------------------------------ one object
 
-    def _one(self, where: Where, inode: Inode, dfd: int, name: bytes, shown: str) -> None:
+    def _one(self, where: Where, inode: Inode, dfd: int, name: bytes, shown: str,
+             kid: _Child | None = None) -> None:
         mode = inode.mode
         try:
             if stat.S_ISREG(mode):
@@ -221,13 +341,17 @@ class Extractor:
                     os.link(src_name, name, src_dir_fd=self._dir_fds[src_dir], dst_dir_fd=dfd,
                             follow_symlinks=False)
                     return
-                self._file(where, inode, dfd, name, shown)
+                if kid is None:
+                    self._file(where, inode, dfd, name, shown)
+                else:
+                    self._file(where, inode, dfd, name, shown, kid.data, kid.xattrs)
                 if inode.nlink > 1:
                     st = os.fstat(dfd)
                     host_dir = (st.st_dev, st.st_ino)
                     if host_dir not in self._dir_fds:
                         self._dir_fds[host_dir] = os.dup(dfd)
                     self.links[key] = (host_dir, name)
+                return      # owner, mode and times were set through the open file
             elif stat.S_ISLNK(mode):
                 target = self.fs.read_all(where, inode, shown)
                 if not target or b"\0" in target:
@@ -260,10 +384,12 @@ class Extractor:
         self.report.skipped.append(msg if msg.startswith(shown) else f"{shown}: {msg}")
         self.report.damaged += 1
 
-    def _file(self, where: Where, inode: Inode, dfd: int, name: bytes, shown: str) -> None:
+    def _file(self, where: Where, inode: Inode, dfd: int, name: bytes, shown: str,
+              data_keys=_UNREAD, xattrs=_UNREAD) -> None:
         """Data only where the image has some: holes (and the zero tail a key may claim
         beyond its inline bytes) stay holes, so a file claiming 2^62 bytes costs what it
-        holds. A file that cannot be extracted whole is removed."""
+        holds. A file that cannot be extracted whole is removed. data_keys, xattrs:
+        what read_children found, if it did."""
         fd = os.open(name, WRITE_FLAGS, 0o600, dir_fd=dfd)
         done = False
         try:
@@ -271,13 +397,20 @@ class Extractor:
             size = inode.size
             if size >= 1 << 63:
                 raise OSError(errno.EFBIG, f"file size {size} not possible on the host")
-            visible = self.fs.visible(where.snapshot)
-            for k in visible_extents(self.fs.btrees, where.inum, visible, 0, -(-size // SECTOR)):
+            if data_keys is _UNREAD:
+                data_keys = visible_extents(self.fs.btrees, where.inum,
+                                            self.fs.visible(where.snapshot), 0, -(-size // SECTOR))
+            end = 0         # the file's size so far (it was created empty)
+            for k in data_keys:
                 start = k.start * SECTOR
                 if start >= size:
                     break
                 limit = min(k.end * SECTOR, size) - start
-                if k.type == KeyType.inline_data:
+                if k.type == KeyType.extent:
+                    e = decode_extent(k.val)
+                    off = e.offset * SECTOR
+                    data = self.window.region(ctx, e, start)[off:off + limit]
+                elif k.type == KeyType.inline_data:
                     data = k.val[:limit]
                 else:
                     data = key_data(ctx, k, limit)
@@ -285,16 +418,20 @@ class Extractor:
                 while view:
                     n = os.pwrite(fd, view, start)
                     view, start = view[n:], start + n
-            self._xattrs(where, fd, shown)
-            try:
-                os.ftruncate(fd, size)
-            except OSError as e:
-                if e.errno in (errno.EFBIG, errno.EINVAL):
-                    raise OSError(e.errno, f"file size {size} not possible on the host") from None
-                raise
+                end = max(end, start)
+            self._xattrs(where, fd, shown, xattrs)
+            if end != size:     # a hole at the end, or data keys claiming less than the size
+                try:
+                    os.ftruncate(fd, size)
+                except OSError as e:
+                    if e.errno in (errno.EFBIG, errno.EINVAL):
+                        raise OSError(e.errno, f"file size {size} not possible on the host") \
+                            from None
+                    raise
             self.report.files += 1
             self.report.bytes += size
             done = True
+            self._finish_fd(fd, inode)
         finally:
             os.close(fd)
             if not done:
@@ -303,16 +440,18 @@ class Extractor:
                 except OSError:
                     pass
 
-    def _xattrs(self, where: Where, fd: int, shown: str) -> None:
-        """Copy xattrs onto the open file (user.* always; others only as root)."""
-        try:
-            xattrs = self.fs.listxattr(where)
-        except FormatError as e:
-            self._damaged(shown, e)
-            return
+    def _xattrs(self, where: Where, fd: int, shown: str, xattrs=_UNREAD) -> None:
+        """Copy xattrs (`xattrs` if read_children read them) onto the open file
+        (user.* always; others only as root)."""
+        if xattrs is _UNREAD:
+            try:
+                xattrs = self.fs.listxattr(where)
+            except FormatError as e:
+                self._damaged(shown, e)
+                return
         for x in xattrs:
             full = x.full_name
-            if not full.startswith(b"user.") and os.geteuid() != 0:
+            if not full.startswith(b"user.") and not self.root:
                 continue
             if b"\0" in full or not x.name:
                 self.report.skipped.append(f"{shown}: xattr {full!r}: invalid name; skipped")
@@ -342,6 +481,20 @@ class Extractor:
             os.utime(name, ns=(inode.atime_sec * 1_000_000_000 + inode.atime_nsec,
                                inode.mtime_sec * 1_000_000_000 + inode.mtime_nsec),
                      dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            pass
+
+    def _finish_fd(self, fd: int, inode: Inode) -> None:
+        """_finish of a regular file, through its open fd (no path lookups)."""
+        if self.owners:
+            try:
+                os.chown(fd, inode.uid, inode.gid)
+            except OSError:
+                pass
+        os.chmod(fd, self._mode(inode.mode))
+        try:
+            os.utime(fd, ns=(inode.atime_sec * 1_000_000_000 + inode.atime_nsec,
+                             inode.mtime_sec * 1_000_000_000 + inode.mtime_nsec))
         except OSError:
             pass
 
