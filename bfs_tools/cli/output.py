@@ -53,7 +53,8 @@ def human(n: int) -> str:
 
 
 def emit_json(obj) -> None:
-    import json     # only --json output needs it: keeps it out of every start-up
+    # imported here: only --json output needs it, every command's start-up does not
+    import json
 
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
