@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..checksum import checksum
-from ..errors import ChecksumError, CorruptionError
+from ..errors import ChecksumError, CorruptionError, FormatError
 from ..extents import Extent, decode_extent, extent_key
 from ..formats.constants import U32_MAX, U64_MAX
 from ..formats.fsck_errors import BY_NAME as ERR
@@ -248,6 +248,7 @@ class _RunReader:
         self.view = memoryview(b"")
         self.lo = self.hi = 0       # device sectors held in the buffer
         self.checked: dict[tuple, bool] = {}   # region identity -> checksum matched
+        self.pending = None         # the worker's share of `checked`, while it computes
 
     def region(self, e: Extent, file_offset: int, ahead: list[Extent]) -> memoryview:
         """The verified region of `e`; `ahead` lists the extents the stream reads
@@ -271,11 +272,15 @@ class _RunReader:
             view = dev.map(offset, length)
             self.view = view if view is not None else memoryview(dev.read(offset, length))
             self.lo, self.hi = e.sector, end
-            self.checked = _checksums_ahead(self.view, e.sector, members)
+            self.checked, self.pending = _checksums_ahead(self.view, e.sector, members)
         a = (e.sector - self.lo) * SECTOR
         data = self.view[a:a + e.region_sectors * SECTOR]
         ident = (e.sector, e.region_sectors, e.csum_type, e.csum)
         ok = self.checked.get(ident)
+        if ok is None and self.pending is not None:
+            self.checked.update(self.pending.result())
+            self.pending = None
+            ok = self.checked.get(ident)
         if ok is not True:
             _check_region(self.ctx, e, file_offset)
             if ok is None:
@@ -291,19 +296,27 @@ PARALLEL_MIN = 4 << 20      # runs smaller than this are verified in the stream'
 _worker = None              # the one extra thread, created on first use
 
 
-def _checksums_ahead(view: memoryview, base: int, extents: list[Extent]) -> dict[tuple, bool]:
-    """{(sector, region_sectors, csum_type, csum): checksum matches} for the regions
-    of a run starting at device sector `base`; empty for small runs (then each
-    region is verified when handed out)."""
+def _checksums_ahead(view: memoryview, base: int, extents: list[Extent]):
+    """({(sector, region_sectors, csum_type, csum): checksum matches}, future) for the
+    regions of a run starting at device sector `base`: the first half computed
+    here, the second half by the worker thread (a future of its dict, None when
+    there is nothing left to wait for). While the stream hands out the first half
+    the worker finishes the second. Small runs get ({}, None): each region is then
+    verified when handed out."""
     global _worker
     regions = {(f.sector, f.region_sectors, f.csum_type, f.csum): f for f in extents}
     if len(regions) < 2 or len(view) < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
-        return {}
+        return {}, None
 
     def verify(items):
-        return [(ident, checksum(f.csum_type, view[(f.sector - base) * SECTOR:
-                                                    (f.sector - base + f.region_sectors) * SECTOR])
-                 == f.csum) for ident, f in items]
+        out = {}
+        for ident, f in items:
+            a = (f.sector - base) * SECTOR
+            try:
+                out[ident] = checksum(f.csum_type, view[a:a + f.region_sectors * SECTOR]) == f.csum
+            except FormatError:
+                pass    # an unknown checksum type: reported when the stream gets there
+        return out
 
     items = list(regions.items())
     half = len(items) // 2
@@ -312,9 +325,7 @@ def _checksums_ahead(view: memoryview, base: int, extents: list[Extent]) -> dict
 
         _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bfs-verify")
     later = _worker.submit(verify, items[half:])
-    out = dict(verify(items[:half]))
-    out.update(later.result())
-    return out
+    return verify(items[:half]), later
 
 
 def _windows(keys: Iterator[Key], size: int, run: int) -> Iterator[list]:
