@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 from ..codec import field_unpacker
 from ..errors import BfsError
 from ..formats.constants import U32_MAX
@@ -65,17 +67,17 @@ def _doomed(ctx, snap: int) -> bool:
 _S_IFMT, _S_IFDIR, _S_IFREG, _S_IFLNK = 0o170000, 0o040000, 0o100000, 0o120000
 _INODE_SIZE = InodeValue.SIZE
 # only what the passes read (of 24 fields): a third of the decoding of every inode
-_unpack_inode = field_unpacker("InodeValue", "mode", "nlink", "size", "sectors", "hash_seed",
-                               "subvol", "dir", "dir_offset")
+_CACHED = ("mode", "nlink", "size", "sectors", "hash_seed", "subvol", "dir", "dir_offset")
+_unpack_inode = field_unpacker("InodeValue", *_CACHED)
 
 
-class CInode:
+class CInode(namedtuple("CInodeFields", ("inum", "snapshot", "key_snapshot", "val") + _CACHED)):
     """An inode version as the check caches it (every inode of the image is in
     the cache: small, read-only). Its raw value is kept; copy() gives the full
-    fs Inode to change and write back."""
+    fs Inode to change and write back. A tuple, so that each is made by one
+    C-level call (cinode()), not a dozen attribute stores."""
 
-    __slots__ = ("inum", "snapshot", "key_snapshot", "val", "mode", "nlink", "size",
-                 "sectors", "hash_seed", "subvol", "dir", "dir_offset")
+    __slots__ = ()
 
     @property
     def is_dir(self) -> bool:
@@ -102,18 +104,16 @@ class CInode:
         return self.full().key(snapshot)
 
 
+_new_cinode = tuple.__new__
+
+
 def cinode(k) -> CInode | None:
     """The cached form of inode key k (None: not a decodable inode)."""
     val = k.val
     if len(val) != _INODE_SIZE:
         return None
-    c = CInode.__new__(CInode)
-    _, c.inum, c.snapshot = k.pos
-    c.key_snapshot = c.snapshot
-    c.val = val
-    (c.mode, c.nlink, c.size, c.sectors, c.hash_seed, c.subvol, c.dir,
-     c.dir_offset) = _unpack_inode(val)
-    return c
+    _, inum, snap = k.pos
+    return _new_cinode(CInode, (inum, snap, snap, val) + _unpack_inode(val))
 
 
 def inode_versions(ctx) -> dict[int, list[tuple[int, CInode | None]]]:
@@ -122,20 +122,24 @@ def inode_versions(ctx) -> dict[int, list[tuple[int, CInode | None]]]:
     if cached is not None:
         return cached
     out: dict[int, list[tuple[int, CInode | None]]] = {}
+    get = out.get
     inode_type = KeyType.inode
-    for k in ctx.store.btrees.iter(BtreeId.inodes):
+    new, unpack, size = _new_cinode, _unpack_inode, _INODE_SIZE
+    # (cinode() inline: this runs on every inode of the image)
+    for k in ctx.store.btrees.key_list(BtreeId.inodes):
+        _, inum, snap = k.pos
         if k.type == inode_type:
-            ino = cinode(k)
-            if ino is None:
+            val = k.val
+            if len(val) != size:
                 continue
+            ino = new(CInode, (inum, snap, snap, val) + unpack(val))
         else:
             ino = None
-        pos = k.pos
-        vers = out.get(pos[1])
+        vers = get(inum)
         if vers is None:
-            out[pos[1]] = [(pos[2], ino)]
+            out[inum] = [(snap, ino)]
         else:
-            vers.append((pos[2], ino))
+            vers.append((snap, ino))
     ctx.state["inodes"] = out
     return out
 

@@ -167,25 +167,38 @@ def run_dirents(ctx) -> None:
     # The common case first, without decoding a Dirent: a dirent at the slot its
     # name hashes to, in a directory its snapshot sees, naming an inode of its
     # type. Such a key has nothing for check_one to find; any other goes there.
+    # A directory's keys are consecutive: its inode is looked up once for them.
     head = DirentHead.SIZE
     unpack_head = DirentHead.STRUCT.unpack_from
     subvol_t = DirentType.subvol
-    for k in list(bt.iter(D)):
+    cur = None      # (dir inum, snapshot) of the keys before
+    seed = None     # hash seed of that directory, None if it is not one the snapshot sees
+    for k in bt.key_list(D):
         if k.type != dirent_t:
             continue
         val = k.val
-        dir_inum, slot, snap = k.pos
+        pos = k.pos
+        snap = pos[2]
         visible = vis_cache.get(snap)   # (set once the first key of snap is checked)
         if visible is not None and len(val) >= head:
-            target, d_type = unpack_head(val)
-            name = val[head:]
-            dir_ino = owner(dir_inum, snap, visible)
-            if (dir_ino is not None and dir_ino.mode & 0o170000 == stat.S_IFDIR
-                    and d_type != subvol_t and name_hash(name, dir_ino.hash_seed) == slot
-                    and name_problem(name) is None):
-                target_ino = owner(target, snap, visible)
-                if target_ino is not None and _DTYPES.get(target_ino.mode & 0o170000) == d_type:
-                    continue
+            where = (pos[0], snap)
+            if where != cur:
+                cur = where
+                dir_ino = owner(pos[0], snap, visible)
+                seed = (dir_ino.hash_seed if dir_ino is not None
+                        and dir_ino.mode & 0o170000 == stat.S_IFDIR else None)
+            if seed is not None:
+                target, d_type = unpack_head(val)
+                name = val[head:]
+                if (d_type != subvol_t and name_hash(name, seed) == pos[1]
+                        and name_problem(name) is None):
+                    vers = versions.get(target)
+                    if vers is not None and len(vers) == 1 and vers[0][0] in visible:
+                        target_ino = vers[0][1]   # (owner(), inline: once per dirent)
+                    else:
+                        target_ino = owner(target, snap, visible)
+                    if target_ino is not None and _DTYPES.get(target_ino.mode & 0o170000) == d_type:
+                        continue
         check_one(k)
     batch.flush()
 

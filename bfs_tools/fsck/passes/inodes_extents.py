@@ -21,7 +21,7 @@ from ...keys import Key
 from ..util import Batch, doomed, inode_for, inode_versions, loc, visible_set
 
 E, INODES = BtreeId.extents, BtreeId.inodes
-COUNTED = (KeyType.extent, KeyType.inline_data, KeyType.reflink_p)
+COUNTED = frozenset({KeyType.extent, KeyType.inline_data, KeyType.reflink_p})
 
 
 def run_extents(ctx) -> None:
@@ -54,7 +54,7 @@ def run_extents(ctx) -> None:
                     return
         _check_file(ctx, batch, inum, keys, vers)
 
-    for k in bt.iter(E):
+    for k in bt.key_list(E):
         if k.pos[0] != cur:
             if group:
                 check(cur, group)
@@ -182,7 +182,7 @@ def run_inodes(ctx) -> None:
     # keys come in inode order, so each inode's list is started once
     by_inum: dict[int, list[Key]] = {}
     cur = None
-    for x in bt.iter(E):
+    for x in bt.key_list(E):
         if x.pos[0] != cur:
             cur = x.pos[0]
             group = by_inum[cur] = [x]
@@ -200,9 +200,11 @@ def run_inodes(ctx) -> None:
             if d:
                 continue   # an interrupted snapshot deletion is moving it
             if not keys:
-                data = []
-            elif len(vers) == 1 and (keys[0].pos[2] == snap if len(keys) == 1
-                                     else all(x.pos[2] == snap for x in keys)):
+                data = ()
+            elif len(vers) == 1 and len(keys) == 1 and keys[0].pos[2] == snap:
+                # most files: one version, one key of its own
+                data = (keys[0],) if keys[0].type in COUNTED else ()
+            elif len(vers) == 1 and all(x.pos[2] == snap for x in keys):
                 data = [x for x in keys if x.type in COUNTED]   # one version, its own keys
             else:
                 data = [x for x in filter_visible(keys, visible_set(ctx, snap))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import stat
 
 from ...errors import BfsError
-from ...formats.constants import ROOT_INODE, ROOT_SUBVOL
+from ...formats.constants import ROOT_INODE, ROOT_SUBVOL, U32_MAX, U64_MAX
 from ...formats.ids import BtreeId, DirentType, KeyType, SubvolumeFlags
 from ...fs import hashed
 from ...fs.filesystem import Filesystem, Where, dtype_of
@@ -158,10 +158,17 @@ def _scan_dir(fs, w: _Walk, dnum: int, seen, visible) -> list[int]:
     out = []
     dirent_t, subvol_t = KeyType.dirent, DirentType.subvol
     dir_links, links = w.dir_links, w.links
-    for k in hashed.iter_entries(fs.btrees, D, dnum, visible):
+    last_slot = None
+    # hashed.iter_entries(), inline (every dirent of the view goes through here):
+    # at each slot the first version the view sees wins (keys.filter_visible)
+    for k in fs.btrees.iter(D, (dnum, 0, 0), (dnum, U64_MAX, U32_MAX)):
+        slot, snap = k.pos[1], k.pos[2]
+        if slot == last_slot or snap not in visible:
+            continue
+        last_slot = slot
         val = k.val
         if k.type != dirent_t or len(val) < 9:
-            continue
+            continue   # (also whiteouts: a deleted name hides older versions)
         if val[8] == subvol_t:
             continue   # not a subdirectory for nlink (a snapshot inherits it hidden)
         inum = int.from_bytes(val[:8], "little")
