@@ -7,6 +7,7 @@ accounting (buckets, sectors) in step with every alloc key change.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 from ..codec import record
@@ -56,7 +57,10 @@ def _data_type_name(t: int) -> str:
 
 
 def alloc_trigger(trans, btree_id: int, old: Key | None, new: Key | None) -> None:
-    """Freespace index and data-type accounting follow the alloc key."""
+    """Freespace index and data-type accounting follow the alloc key.
+    (The allocator's callbacks do not refer to the transaction: a closure over
+    it would make it a reference cycle, which only the cyclic collector frees,
+    walking every key the transaction queued.)"""
     a_old = decode_alloc(old)
     a_new = decode_alloc(new)
     bucket = (old or new).pos[1]
@@ -64,12 +68,12 @@ def alloc_trigger(trans, btree_id: int, old: Key | None, new: Key | None) -> Non
     is_free = a_new.data_type == DataType.free
     if was_free and not is_free:
         freespace.remove_bucket(trans, bucket)
-        trans.on_commit.append(lambda: trans.store.allocator.bucket_used(bucket))
+        trans.on_commit.append(partial(trans.store.allocator.bucket_used, bucket))
         trans.acct(acct_pos(AccountingType.data_type, a_new.data_type), [1, 0])
     elif is_free and not was_free:
         freespace.add_bucket(trans, bucket)
         trans.acct(acct_pos(AccountingType.data_type, a_old.data_type), [-1, 0])
-        trans.on_commit.append(lambda: trans.store.allocator.bucket_freed(bucket))
+        trans.on_commit.append(partial(trans.store.allocator.bucket_freed, bucket))
     elif not is_free and a_old.data_type != a_new.data_type:
         trans.acct(acct_pos(AccountingType.data_type, a_old.data_type), [-1, 0])
         trans.acct(acct_pos(AccountingType.data_type, a_new.data_type), [1, 0])
