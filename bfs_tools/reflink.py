@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import struct
+from functools import partial
 from typing import NamedTuple
 
 from .codec import record
@@ -25,6 +26,7 @@ from .keys import Key, Pos, register, register_trigger
 
 ReflinkPValue = record("ReflinkPValue")
 _pack_p = ReflinkPValue.STRUCT.pack
+_unpack_p = ReflinkPValue.unpack
 RefcountHead = record("IndirectInlineDataValue")  # the refcount prefix shared by both kinds
 
 
@@ -81,7 +83,7 @@ def cut_reflink_p(k: Key, start: int, end: int) -> Key:
 
 
 def padded_range(k: Key) -> tuple[int, int]:
-    idx, front_pad, back_pad = ReflinkPValue.unpack(k.val)
+    idx, front_pad, back_pad = _unpack_p(k.val)
     return idx - front_pad, idx + k.size + back_pad
 
 
@@ -97,8 +99,8 @@ def reflink_p_trigger(trans, btree_id: int, old: Key | None, new: Key | None) ->
     for k, sign in ((old, -1), (new, 1)):
         if k is None or k.type != KeyType.reflink_p:
             continue
-        start, end = padded_range(k)
-        deltas.append((start, end, sign, k.pos))
+        idx, front_pad, back_pad = _unpack_p(k.val)
+        deltas.append((idx - front_pad, idx + k.size + back_pad, sign, k.pos))
         state["reflink_referenced"] += sign * k.size
 
 
@@ -118,12 +120,13 @@ def _apply_ref_deltas(trans) -> None:
     # the common case first: a pointer to indirect keys made in this transaction
     # (a remap's new keys: freshly allocated indexes, nothing else there), found
     # by position from the end of its range, one dict lookup per key
-    deltas = [d for d in deltas if not _net_new(trans, d, changes)]
+    new_key = partial(trans.pending_new, BtreeId.reflink)
+    deltas = [d for d in deltas if not _net_new(new_key, d, changes)]
     deltas.sort(key=lambda d: d[0])
     clusters: list[list[tuple]] = []
     hi = None
     for d in deltas:
-        if clusters and d[0] < hi:
+        if clusters and d[0] <= hi:     # touching too: one walk (copies of copies are)
             clusters[-1].append(d)
             hi = max(hi, d[1])
         else:
@@ -157,7 +160,7 @@ def _apply_ref_deltas(trans) -> None:
     for v, net in changes.values():
         if not net:
             continue
-        refs = refcount_of(v) + net
+        refs = int.from_bytes(v.val[:8], "little") + net    # (refcount_of, inline)
         if refs < 0:
             raise CorruptionError(f"reflink refcount underflow at index {v.pos[1]}; run bfs check")
         if refs > REFLINK_REFCOUNT_MAX:
@@ -168,23 +171,34 @@ def _apply_ref_deltas(trans) -> None:
             trans.update(BtreeId.reflink, with_refcount(v, refs))
 
 
-def _net_new(trans, delta: tuple, changes: dict) -> bool:
-    """Add `delta` to `changes` if new indirect keys (queued with update_new)
-    cover its range exactly end to start; False (nothing added) otherwise."""
+def _net_new(new_key, delta: tuple, changes: dict) -> bool:
+    """Add `delta` to `changes` if new indirect keys (queued with update_new;
+    new_key(pos) finds them) cover its range exactly end to start; False
+    (nothing added) otherwise."""
     start, end, sign, _pos = delta
     if start >= end:
         return False
-    tiles = []
-    at = end
-    while at > start:
-        v = trans.pending_new(BtreeId.reflink, (0, at, 0))
-        if v is None:
-            return False
-        tiles.append(v)
-        at = v.start
+    v = new_key((0, end, 0))
+    if v is None:
+        return False
+    if v.pos[1] - v.size <= start:      # the common case: one key
+        tiles = (v,)
+    else:
+        tiles = [v]
+        at = v.pos[1] - v.size
+        while at > start:
+            v = new_key((0, at, 0))
+            if v is None:
+                return False
+            tiles.append(v)
+            at = v.pos[1] - v.size
     for v in tiles:
         if v.type != KeyType.error:
-            changes.setdefault(v.pos, [v, 0])[1] += sign
+            c = changes.get(v.pos)
+            if c is None:
+                changes[v.pos] = [v, sign]
+            else:
+                c[1] += sign
     return True
 
 
