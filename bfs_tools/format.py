@@ -194,13 +194,20 @@ def open_target(path: str, size: int | None, force: bool) -> Device:
 
 
 def wipe_old_superblocks(dev: Device) -> None:
-    """Zero every place an old superblock or layout record could be found."""
-    zero = b"\0" * 4096
+    """Zero every place an old superblock or layout record could be found, where
+    it does not read as zeros already: a fresh sparse image gets no blocks (and
+    no flush), so the discard that follows has nothing to free (on an image file
+    of 1 GiB that had been ~25 ms of punching out the zeros just written)."""
+    zero = bytes(4096)
+    wrote = False
     for off in [LAYOUT_OFFSET - LAYOUT_OFFSET % 512, SB_OFFSET, SB_OFFSET + SB_MAX_SIZE,
                 *end_backup_candidates(dev.size)]:
-        if off + 4096 <= dev.size:
-            dev.write(off - off % 512, zero)
-    dev.flush()
+        at = off - off % 512
+        if off + 4096 <= dev.size and dev.read(at, 4096) != zero:
+            dev.write(at, zero)
+            wrote = True
+    if wrote:
+        dev.flush()
 
 
 def bootstrap(store) -> None:
