@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import random
 import stat
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from .errors import (
@@ -64,10 +65,20 @@ from .fs.inode import Inode
 from .fs.populate import NewDir, new_xattr
 from .fs.xattr import decode_xattr
 from .keys import HEADER_SIZE, Key, filter_visible
-from .reflink import ReflinkP, decode_reflink_p, overlapping, reflink_p_key
+from .reflink import (
+    ReflinkP,
+    ReflinkPValue,
+    decode_reflink_p,
+    overlapping,
+    padded_range,
+    reflink_p_key,
+)
 
 E, R = BtreeId.extents, BtreeId.reflink
 _ZERO_REFS = bytes(8)
+# the indirect key type a directly stored data key becomes
+_DIRECT = {KeyType.extent: KeyType.reflink_v, KeyType.inline_data: KeyType.indirect_inline_data}
+_pack_p = ReflinkPValue.STRUCT.pack
 
 # A reflink_p made here covers at most this many sectors (whole indirect keys):
 # reads of part of a file read whole keys, so keys stay moderately sized.
@@ -114,6 +125,7 @@ class Remapper:
         self.block = fs.store.sb.block_size
         self._next_idx: int | None = None
         self._added: dict[tuple, int] = {}    # indirect key pos -> references added here
+        self._indirect: dict[tuple, list] = {}  # padded range -> indirect keys (prefetch_indirect)
         self._read_only: dict[int, bool] = {}
 
     # ------------------------------------------------------------ checks
@@ -246,13 +258,15 @@ class Remapper:
                 segs.append(seg)
                 converted.append((k, seg))
                 idx += e - s
-        if converted:
-            ro = self._read_only.get(src.subvol)
-            if ro is None:
-                ro = self._read_only[src.subvol] = fs.subvolume(src.subvol, t).read_only
-            if not ro:
-                self._convert_source(src, visible, segs, converted, in_place)
+        if converted and not self._read_only_subvol(src.subvol):
+            self._convert_source(src, visible, segs, converted, in_place)
         return segs
+
+    def _read_only_subvol(self, subvol: int) -> bool:
+        ro = self._read_only.get(subvol)
+        if ro is None:
+            ro = self._read_only[subvol] = self.fs.subvolume(subvol, self.trans).read_only
+        return ro
 
     def _convert_source(self, src, visible, segs: list[Segment],
                         converted: list[tuple[Key, Segment]], in_place: bool) -> None:
@@ -382,6 +396,125 @@ class Remapper:
         dst_inode.size = dst_off + length if to_eof else max(dst_inode.size, dst_off + length)
         dst_inode.mtime_sec, dst_inode.mtime_nsec = dst_inode.ctime_sec, dst_inode.ctime_nsec = now()
         return length
+
+    def clone_new(self, src, src_inode, dst, dst_inode, data) -> bool:
+        """Share all of src with dst, a regular file created in this transaction
+        (no data keys yet): `cp`'s common case, key by key, without the range
+        machinery of share() and place(). A source extent or inline_data key
+        becomes an indirect key (refcount 0: the reflink_p triggers count) and,
+        in place, a reflink_p to it; dst gets reflink_p keys over the same
+        indexes, grouped up to P_MAX_SECTORS, as remap() makes them. A source
+        reflink_p (already shared: a copy of a copy) is referenced once more:
+        dst gets the same pointer, pads and all, and the refcounts of the
+        indirect keys it covers go up by one.
+
+        Only when every data key (`data`: the source's visible keys, in order)
+        lies inside the source's size and is a reflink_p or a whole extent or
+        inline_data key of the source's own snapshot; else returns False having
+        done nothing, for remap(). Raises, with nothing queued, where remap()
+        would (missing indexes, refcount overflow). Sets dst_inode's size and
+        sectors (not its times). The caller checked the request (both regular
+        files, dst writable)."""
+        end = _round_up(src_inode.size, self.block) // SECTOR
+        snap = src.snapshot
+        need = 0
+        pointers = []
+        for k in data:
+            if k.pos[1] > end:
+                return False
+            if k.type == KeyType.reflink_p:
+                pointers.append(k)
+            elif k.type in _DIRECT and k.pos[2] == snap:
+                need += k.size
+            else:
+                return False
+        if pointers:
+            self._reference_pointers(pointers)
+        t = self.trans
+        idx = self._alloc_idx(need) if need else 0
+        convert = need and not self._read_only_subvol(src.subvol)
+        inum, dsnap = dst.inum, dst.snapshot
+        sectors = 0
+        g_start = g_end = g_idx = -1        # the destination reflink_p being grown
+        for k in data:
+            size = k.size
+            sectors += size
+            start = k.pos[1] - size
+            if k.type == KeyType.reflink_p or not (start == g_end and
+                                                   g_end - g_start + size <= P_MAX_SECTORS):
+                if g_end >= 0:
+                    t.update_new(E, Key((inum, g_end, dsnap), KeyType.reflink_p,
+                                        _pack_p(g_idx, 0, 0), size=g_end - g_start))
+                    g_end = -1
+                if k.type == KeyType.reflink_p:
+                    t.update_new(E, Key((inum, k.pos[1], dsnap), KeyType.reflink_p, k.val,
+                                        size=size))
+                    continue
+                g_start, g_end, g_idx = start, start + size, idx
+            else:
+                g_end += size   # contiguous in the file, so in the index space too
+            t.update_new(R, Key((0, idx + size, 0), _DIRECT[k.type], _ZERO_REFS + k.val,
+                                size=size))
+            if convert:
+                t.update(E, Key(k.pos, KeyType.reflink_p, _pack_p(idx, 0, 0), size=size))
+            idx += size
+        if g_end >= 0:
+            t.update_new(E, Key((inum, g_end, dsnap), KeyType.reflink_p, _pack_p(g_idx, 0, 0),
+                                size=g_end - g_start))
+        dst_inode.size = src_inode.size
+        dst_inode.sectors += sectors
+        return True
+
+    def prefetch_indirect(self, pointers) -> None:
+        """Read the indirect keys the reflink_p keys `pointers` cover (their
+        padded ranges), for _reference_pointers: ranges that overlap or touch
+        (a copy of a copy: consecutive indexes) in one walk. Only before
+        anything is queued in the reflink btree; its existing keys do not change
+        before the commit (a remap adds keys at fresh indexes only)."""
+        spans = sorted({padded_range(k) for k in pointers})
+        i = 0
+        while i < len(spans):
+            j, top = i + 1, spans[i][1]
+            while j < len(spans) and spans[j][0] <= top:
+                top = max(top, spans[j][1])
+                j += 1
+            keys = list(overlapping(self.trans, spans[i][0], top))
+            # indirect keys never overlap: ends and starts both ascend
+            ends = [v.pos[1] for v in keys]
+            starts = [v.pos[1] - v.size for v in keys]
+            for lo, hi in spans[i:j]:
+                self._indirect[lo, hi] = keys[bisect_right(ends, lo):bisect_left(starts, hi)]
+            i = j
+
+    def _reference_pointers(self, pointers: list[Key]) -> None:
+        """Count one more reference from a copy of each reflink_p in `pointers`
+        to every indirect key its padded range covers. Refuses, before counting
+        anything, when its own range is not backed or a refcount would overflow."""
+        added: dict[tuple, int] = {}
+        for k in pointers:
+            idx, front, back = ReflinkPValue.unpack(k.val)
+            lo, hi = idx - front, idx + k.size + back
+            vs = self._indirect.get((lo, hi))
+            if vs is None:
+                vs = list(overlapping(self.trans, lo, hi))
+            at = idx
+            for v in vs:
+                if v.start > at:
+                    break
+                at = max(at, v.end)
+            if at < idx + k.size:
+                raise CorruptionError(f"reflink indexes [{idx}, {idx + k.size}) are missing: the "
+                                      "source refers to shared data that does not exist; run "
+                                      "bfs check")
+            for v in vs:
+                n = added.get(v.pos, 0) + 1
+                if int.from_bytes(v.val[:8], "little") + self._added.get(v.pos, 0) + n > \
+                        REFLINK_REFCOUNT_MAX:
+                    raise CannotShareError(f"reflink index {v.start}: refcount would exceed "
+                                           f"{REFLINK_REFCOUNT_MAX}; nothing was changed")
+                added[v.pos] = n
+        for pos, n in added.items():
+            self._added[pos] = self._added.get(pos, 0) + n
 
 
 def commit(trans) -> None:
@@ -568,6 +701,10 @@ class Copier:
         data: src's visible data keys, if already read."""
         if self.reflink != "never":
             try:
+                if fresh and data is not None and \
+                        self.remapper.clone_new(src, src_inode, dst, dst_inode, data):
+                    self.report.cloned_bytes += src_inode.size
+                    return
                 n = self.remapper.remap(src, src_inode, 0, dst, dst_inode, 0, src_inode.size,
                                         what=f"{what}: ", to_eof=True, fresh=fresh,
                                         dst_checked=True, data=data)
@@ -656,6 +793,9 @@ class Copier:
         ranges = [((n.where.inum, 1, 0), (n.where.inum, U64_MAX, U32_MAX)) for n in files]
         for n, keys in zip(files, t.read_ranges(E, ranges), strict=True):
             n.data = list(filter_visible(keys, visible(n.where.snapshot)))
+        if self.reflink != "never":     # what a copy of a copy will reference again
+            self.remapper.prefetch_indirect(k for n in files for k in n.data
+                                            if k.type == KeyType.reflink_p)
         ranges = [((n.where.inum, 0, 0), (n.where.inum, U64_MAX, U32_MAX)) for n in ordered]
         for n, keys in zip(ordered, t.read_ranges(BtreeId.xattrs, ranges), strict=True):
             if keys:

@@ -360,6 +360,31 @@ def test_cp_tree(bfs, img, tmp_path, mode):
     assert s["indirect"] == 0 and s["user_sectors"] == 0
 
 
+def test_cp_tree_of_copies(bfs, img, tmp_path):
+    """A copy of a copy references the indirect keys again (pads and all), also
+    for files that mix shared and unshared data and for pointers into the middle
+    of indirect keys; refcounts stay exact and everything goes when deleted."""
+    host = tmp_path / "tree"
+    _tree(host)
+    bfs("put", img, host, "/src", "-r")
+    bfs("cp", img, "/src", "/c1", "-r")
+    api_write(img, "/src/big", 8192, b"new" * 3000)           # shared, own, shared
+    api_write(img, "/c1/d1/d2/g", 300 * 1024, b"tail")        # the copy's own tail
+    bfs("reflink", img, "/src/d1/d2/g", "/c1/small", "--src-offset", "4096",
+        "--dst-offset", "0", "--length", "8192")            # padded: inside an indirect key
+    check_reflink(img)
+    for src, dst in (("/c1", "/c2"), ("/src", "/s2"), ("/c2", "/c3")):
+        view = describe(img, src)
+        bfs("cp", img, src, dst, "-r", "--reflink=always")
+        assert describe(img, dst) == view == describe(img, src)
+        check_reflink(img)
+    assert cat(bfs, img, "/c3/small") == data_of(300 * 1024 + 1, 12)[4096:4096 + 8192]
+    for p in ("/src", "/c1", "/c2", "/s2", "/c3"):
+        bfs("rm", img, p, "-r")
+    s = check_reflink(img)
+    assert s["indirect"] == 0 and s["user_sectors"] == 0
+
+
 def test_cp_file_cases(bfs, img, tmp_path):
     put(bfs, img, tmp_path, "/f", data_of(50000, 20))
     bfs("mkdir", img, "/d")
