@@ -38,6 +38,7 @@ from .fs.dirent import name_problem
 from .fs.filesystem import Entry, Filesystem, Resolved, Where, visible_inode
 from .fs.inode import Inode
 from .fs.xattr import decode_xattr
+from .gcpause import collector_paused
 from .keys import filter_visible
 
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -173,6 +174,10 @@ class Extractor:
 
     def get(self, src: Resolved, dest: str, *, recursive: bool) -> ExtractReport:
         """cp semantics: into an existing directory under the source's name, else as dest."""
+        with collector_paused():    # (why: bfs_tools/gcpause.py; a tree is many small objects)
+            return self._get(src, dest, recursive=recursive)
+
+    def _get(self, src: Resolved, dest: str, *, recursive: bool) -> ExtractReport:
         name = src.name.decode("utf-8", "surrogateescape") if src.name else None
         if dest.endswith("/") and dest.strip("/"):
             if not src.inode.is_dir and not os.path.isdir(dest):
