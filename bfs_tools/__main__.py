@@ -1,5 +1,5 @@
 """`python -m bfs_tools` is `bfs`."""
 
-from .cli.main import entry
+from .cli.entry import entry
 
 entry()

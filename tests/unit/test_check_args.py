@@ -1,0 +1,42 @@
+"""`bfs check` without click (fsck/command.py fast_args): plain arguments are
+taken as click takes them; anything else is left to click (None)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bfs_tools.fsck.command import fast_args
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-n", "img"], ("img", {"mode": "no"})),
+    (["img", "-n"], ("img", {"mode": "no"})),
+    (["-y", "img"], ("img", {"mode": "yes"})),
+    (["-p", "img"], ("img", {"mode": "preen"})),
+    (["-a", "-p", "img"], ("img", {"mode": "preen"})),
+    (["-n", "-n", "img"], ("img", {"mode": "no"})),
+    (["-f", "-n", "img"], ("img", {"mode": "no"})),
+    (["-n", "--json", "-v", "--verify-data", "img"],
+     ("img", {"mode": "no", "as_json": True, "verbose": True, "verify_data": True})),
+    (["-n", "--progress", "--no-progress", "img"], ("img", {"mode": "no", "progress": False})),
+    (["-n", ""], ("", {"mode": "no"})),
+])
+def test_plain_arguments(args, expected):
+    assert fast_args(args) == expected
+
+
+@pytest.mark.parametrize("args", [
+    [],                          # no image: click's usage error
+    ["-n"],
+    ["img"],                     # interactive repairs: click prompts
+    ["-n", "-y", "img"],         # two modes: click's usage error
+    ["-nv", "img"],              # combined short flags: click parses them
+    ["-n", "a", "b"],            # two images
+    ["-n", "--", "img"],
+    ["-n", "-x", "img"],         # unknown option
+    ["--help"],
+    ["-n", "--debug", "img"],
+    ["-n", "--json=1", "img"],
+])
+def test_anything_else_is_left_to_click(args):
+    assert fast_args(args) is None
