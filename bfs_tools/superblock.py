@@ -9,7 +9,6 @@ a valid checksum wins, and the reader reports any copy it had to skip.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from .checksum import checksum
@@ -458,4 +457,6 @@ def write_superblock(dev: Device, sb: Superblock, *, flush: bool = True) -> None
 
 
 def new_uuid() -> bytes:
+    import uuid  # (only format needs it: ~3 ms of every start-up, with platform)
+
     return uuid.uuid4().bytes
