@@ -97,6 +97,9 @@ class Btrees(KeyReader):
         # it): nothing committed references them, so they may be rewritten in place
         self.fresh: set[int] = set()
         self.lenient = False    # check: keep damaged nodes' keys, record problems
+        # bumped by every change of what the btrees hold (keys, nodes): what was
+        # derived from them (check's caches) is current while it is unchanged
+        self.changes = 0
         self.nodes_read = 0
         self.nodes_written = 0
 
@@ -106,6 +109,7 @@ class Btrees(KeyReader):
         """Make the node `ptr_key` points at the root of `btree_id` (read lazily)."""
         node = self.read_node(ptr_key, btree_id, level, POS_MIN, POS_MAX)
         self.roots[btree_id] = node
+        self.changes += 1
 
     def new_empty_root(self, btree_id: int) -> Node:
         node = Node(btree_id, 0, POS_MIN, POS_MAX)
@@ -292,6 +296,7 @@ class Btrees(KeyReader):
     def _apply_in_leaf(self, leaf: Node, key: Key, seq: int,
                        journaled: bool) -> tuple[Key | None, Node | None]:
         """(replaced key, the leaf if it is still in the tree else None)."""
+        self.changes += 1
         pos = key.pos
         positions = leaf.positions
         i = bisect_left(positions, pos)
@@ -339,6 +344,7 @@ class Btrees(KeyReader):
 
     def _mark_structural(self, node: Node) -> None:
         """A node whose change is not journalled: it must be written before a commit."""
+        self.changes += 1
         node.unjournaled = True
         if not self.read_only:
             self.dirty.add(node)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from ..codec import field_unpacker
 from ..errors import BfsError
 from ..formats.constants import U32_MAX
@@ -71,13 +69,13 @@ _CACHED = ("mode", "nlink", "size", "sectors", "hash_seed", "subvol", "dir", "di
 _unpack_inode = field_unpacker("InodeValue", *_CACHED)
 
 
-class CInode(namedtuple("CInodeFields", ("inum", "snapshot", "key_snapshot", "val") + _CACHED)):
+class CInode:
     """An inode version as the check caches it (every inode of the image is in
     the cache: small, read-only). Its raw value is kept; copy() gives the full
-    fs Inode to change and write back. A tuple, so that each is made by one
-    C-level call (cinode()), not a dozen attribute stores."""
+    fs Inode to change and write back. (Slots, not a tuple: the passes read its
+    fields many times, and slot reads are the fastest attribute reads.)"""
 
-    __slots__ = ()
+    __slots__ = ("inum", "snapshot", "key_snapshot", "val") + _CACHED
 
     @property
     def is_dir(self) -> bool:
@@ -104,16 +102,18 @@ class CInode(namedtuple("CInodeFields", ("inum", "snapshot", "key_snapshot", "va
         return self.full().key(snapshot)
 
 
-_new_cinode = tuple.__new__
-
-
 def cinode(k) -> CInode | None:
     """The cached form of inode key k (None: not a decodable inode)."""
     val = k.val
     if len(val) != _INODE_SIZE:
         return None
-    _, inum, snap = k.pos
-    return _new_cinode(CInode, (inum, snap, snap, val) + _unpack_inode(val))
+    c = CInode.__new__(CInode)
+    _, c.inum, c.snapshot = k.pos
+    c.key_snapshot = c.snapshot
+    c.val = val
+    (c.mode, c.nlink, c.size, c.sectors, c.hash_seed, c.subvol, c.dir,
+     c.dir_offset) = _unpack_inode(val)
+    return c
 
 
 def inode_versions(ctx) -> dict[int, list[tuple[int, CInode | None]]]:
@@ -124,7 +124,7 @@ def inode_versions(ctx) -> dict[int, list[tuple[int, CInode | None]]]:
     out: dict[int, list[tuple[int, CInode | None]]] = {}
     get = out.get
     inode_type = KeyType.inode
-    new, unpack, size = _new_cinode, _unpack_inode, _INODE_SIZE
+    new, unpack, size = object.__new__, _unpack_inode, _INODE_SIZE
     # (cinode() inline: this runs on every inode of the image)
     for k in ctx.store.btrees.key_list(BtreeId.inodes):
         _, inum, snap = k.pos
@@ -132,14 +132,17 @@ def inode_versions(ctx) -> dict[int, list[tuple[int, CInode | None]]]:
             val = k.val
             if len(val) != size:
                 continue
-            ino = new(CInode, (inum, snap, snap, val) + unpack(val))
+            c = new(CInode)
+            c.inum, c.snapshot, c.key_snapshot, c.val = inum, snap, snap, val
+            (c.mode, c.nlink, c.size, c.sectors, c.hash_seed, c.subvol, c.dir,
+             c.dir_offset) = unpack(val)
         else:
-            ino = None
+            c = None
         vers = get(inum)
         if vers is None:
-            out[inum] = [(snap, ino)]
+            out[inum] = [(snap, c)]
         else:
-            vers.append((snap, ino))
+            vers.append((snap, c))
     ctx.state["inodes"] = out
     return out
 

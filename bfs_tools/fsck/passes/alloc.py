@@ -27,6 +27,7 @@ is written, so none moves, between the count and the repairs).
 from __future__ import annotations
 
 from collections import Counter
+from operator import attrgetter
 
 from ...alloc.accounting import acct_pos, decode_counters, encode_counters
 from ...alloc.alloc_key import Alloc, alloc_key, decode_alloc
@@ -43,6 +44,7 @@ A, FS, ACC = BtreeId.alloc, BtreeId.freespace, BtreeId.accounting
 # of every extent, only where its data is (the pass reads nothing else of it)
 _extent_ptr = field_unpacker("ExtentValue", "sector", "gen", "region_sectors")
 _EXTENT_SIZE = ExtentValue.SIZE
+_type_of = attrgetter("type")
 
 
 def _name(dt: int) -> str:
@@ -164,13 +166,13 @@ def run(ctx) -> None:
     # data: extents and indirect extents
     stale: list[tuple[int, Key, str, str]] = []
     inode_t = KeyType.inode
-    inodes = sum(1 for k in bt.iter(BtreeId.inodes) if k.type == inode_t)
+    inodes = list(map(_type_of, bt.key_list(BtreeId.inodes))).count(inode_t)
     u.acct_add(AccountingType.nr_inodes, 0, 0, inodes)
     pointers: dict[int, list[tuple[int, Key, int]]] = {}   # bucket -> [(btree, key, gen)]
     extent_t, reflink_v_t, reflink_p_t = KeyType.extent, KeyType.reflink_v, KeyType.reflink_p
     first_bucket, end_bucket = sb.first_bucket, sb.nbuckets - 1
     for btree in (BtreeId.extents, BtreeId.reflink):
-        for k in bt.iter(btree):
+        for k in bt.key_list(btree):
             t = k.type
             try:
                 if t == extent_t:

@@ -25,11 +25,8 @@ COUNTED = frozenset({KeyType.extent, KeyType.inline_data, KeyType.reflink_p})
 
 
 def run_extents(ctx) -> None:
-    bt = ctx.store.btrees
     versions = inode_versions(ctx)
     batch = Batch(ctx)
-    group: list[Key] = []
-    cur = None
     vis_cache: dict[int, frozenset] = {}
     is_doomed: dict[int, bool] = {}   # snapshot -> doomed(ctx, snapshot)
     data_types = frozenset({KeyType.extent, KeyType.inline_data, KeyType.reflink_p,
@@ -54,19 +51,31 @@ def run_extents(ctx) -> None:
                     return
         _check_file(ctx, batch, inum, keys, vers)
 
-    for k in bt.key_list(E):
-        if k.pos[0] != cur:
-            if group:
-                check(cur, group)
-            cur = k.pos[0]
-            group = [k]
-        else:
-            group.append(k)
-    if group:
-        check(cur, group)
+    for inum, keys in extents_by_inum(ctx).items():
+        check(inum, keys)
     batch.flush()
     if ctx.verify_data:
         _verify_indirect(ctx)
+
+
+def extents_by_inum(ctx) -> dict[int, list[Key]]:
+    """Every extent-btree key, by inode, in key order: one walk for the extents
+    and inodes passes (the reflink pass between them changes nothing on a clean
+    image; any change of the btrees makes it walk again)."""
+    bt = ctx.store.btrees
+    cached = ctx.state.get("extents_by_inum")
+    if cached is not None and cached[0] == bt.changes:
+        return cached[1]
+    by_inum: dict[int, list[Key]] = {}
+    cur = None
+    for k in bt.key_list(E):
+        if k.pos[0] != cur:
+            cur = k.pos[0]
+            group = by_inum[cur] = [k]
+        else:
+            group.append(k)
+    ctx.state["extents_by_inum"] = (bt.changes, by_inum)
+    return by_inum
 
 
 def _verify_indirect(ctx) -> None:
@@ -175,19 +184,11 @@ def run_inodes(ctx) -> None:
     """Each inode version: valid type, sectors and size agree with its data."""
     from ...keys import filter_visible
 
-    bt = ctx.store.btrees
     block = ctx.store.sb.block_size
     batch = Batch(ctx)
-    # every extent-btree key, by inode: one walk (not a lookup per inode); the
-    # keys come in inode order, so each inode's list is started once
-    by_inum: dict[int, list[Key]] = {}
-    cur = None
-    for x in bt.key_list(E):
-        if x.pos[0] != cur:
-            cur = x.pos[0]
-            group = by_inum[cur] = [x]
-        else:
-            group.append(x)
+    # every extent-btree key, by inode (not a lookup per inode)
+    by_inum = extents_by_inum(ctx)
+    ctx.state.pop("extents_by_inum")   # (the last pass that needs them)
     is_doomed: dict[int, bool] = {}   # snapshot -> doomed(ctx, snapshot)
     for inum, vers in inode_versions(ctx).items():
         keys = by_inum.get(inum)

@@ -21,8 +21,9 @@ E, R = BtreeId.extents, BtreeId.reflink
 def run(ctx) -> None:
     bt = ctx.store.btrees
     ptrs: list[tuple[int, int, Key]] = []
-    for k in bt.iter(E):
-        if k.type == KeyType.reflink_p:
+    reflink_p = KeyType.reflink_p   # (looked up once: this runs on every extent key)
+    for k in bt.key_list(E):
+        if k.type == reflink_p:
             try:
                 start, end = padded_range(k)
                 decode_reflink_p(k.val)
