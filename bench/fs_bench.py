@@ -9,9 +9,15 @@
     from the page cache).
 
 Registered in bench/run.py (`python bench/run.py --only fs`); run alone for a
-cProfile of one populate:
+cProfile of one populate, or of one `get -r` of a bfs image:
 
     python bench/fs_bench.py --profile [SOURCE_DIR]
+    python bench/fs_bench.py --profile-get IMAGE [DEST_PARENT]
+
+(DEST_PARENT: where the tree is extracted, default a temporary directory; on
+an ext4 host that has just deleted a tree, file creation itself can cost
+~300 us a file, for bfs and debugfs alike: extract into tmpfs, e.g. /dev/shm,
+to see bfs's own cost.)
 """
 
 from __future__ import annotations
@@ -176,8 +182,32 @@ def profile_populate(source: Path, top: int = 25) -> None:
     st.sort_stats("cumulative").print_stats(top)
 
 
+def profile_get(image: Path, parent: str | None, top: int = 25) -> None:
+    """cProfile of one `get IMAGE / DEST -r` (in process), top functions by own time."""
+    import cProfile
+    import pstats
+    import tempfile
+
+    from bfs_tools.cli.main import main
+
+    with tempfile.TemporaryDirectory(dir=parent) as d:
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            main(["get", str(image), "/", str(Path(d) / "out"), "-r"])
+        except SystemExit:
+            pass
+        prof.disable()
+    st = pstats.Stats(prof, stream=sys.stderr)
+    st.sort_stats("tottime").print_stats(top)
+    st.sort_stats("cumulative").print_stats(top)
+
+
 if __name__ == "__main__":
-    if "--profile" in sys.argv:
+    if "--profile-get" in sys.argv:
+        args = [a for a in sys.argv[1:] if a != "--profile-get"]
+        profile_get(Path(args[0]), args[1] if len(args) > 1 else None)
+    elif "--profile" in sys.argv:
         args = [a for a in sys.argv[1:] if a != "--profile"]
         if args:
             profile_populate(Path(args[0]))
