@@ -160,7 +160,7 @@ def _apply_ref_deltas(trans) -> None:
     for v, net in changes.values():
         if not net:
             continue
-        refs = int.from_bytes(v.val[:8], "little") + net    # (refcount_of, inline)
+        refs = refcount_of(v) + net
         if refs < 0:
             raise CorruptionError(f"reflink refcount underflow at index {v.pos[1]}; run bfs check")
         if refs > REFLINK_REFCOUNT_MAX:
