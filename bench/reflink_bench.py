@@ -15,6 +15,8 @@ copy of the prepared image / with the previous copy removed):
     /work/shared/peers/measured-on-this-machine.md): `bfs cp -r --reflink=always`
     vs `cp -a --reflink=always`, and both with `--reflink=never`; the btrfs rows
     also with `sync -f` after the cp (bfs cp is durable when it returns).
+  * a copy of that copy (`bfs cp -r` of /dst after a first cp -r): every source
+    key already a reflink_p (no peer row: btrfs does not tell the two apart).
 
 btrfs: mkfs.btrfs on a sparse file, mount -o loop (root only; the rows show no
 peer when that is not possible). The bfs processes run with their bytecode
@@ -140,6 +142,7 @@ def run(work: Path, runs: int, Row, Timing, run_once) -> list:
     nfiles = sum(len(f) for _d, _s, f in os.walk(corpus))
     # images: one with the 1 GiB file, one with the corpus; each run gets a fresh copy
     img_big0, img_tree0, img = work / "big0.img", work / "tree0.img", work / "run.img"
+    img_tree1 = work / "tree1.img"      # tree0 after one cp -r
     _quiet([BFS, "format", str(img_big0), "--size", "3G", "--force"])
     _quiet([BFS, "put", str(img_big0), str(big), "/big"])
     _quiet([BFS, "format", str(img_tree0), "--size", "1G", "--force"])
@@ -198,11 +201,21 @@ def run(work: Path, runs: int, Row, Timing, run_once) -> list:
                                        'sync -f "$3"', "sh", str(m / "src"), str(m / "dst"),
                                        str(m)], runs, rm(m / "dst"))
             rows.append(r)
+        # 4. a copy of that copy: every source key already a reflink_p, whose
+        # indirect keys only get one more reference each
+        _copy_image(img_tree0, img_tree1)
+        _quiet([BFS, "cp", str(img_tree1), "/src", "/dst", "-r"], env=env)
+        r = Row("reflink", f"cp -r --reflink=always of a copy ({nfiles} files)", None,
+                note="the source is itself a copy: shared already")
+        r.ours = _timed(run_once, Timing, [BFS, "cp", str(img), "/dst", "/dst2", "-r",
+                                           "--reflink=always"], runs,
+                        lambda: _copy_image(img_tree1, img), env)
+        rows.append(r)
         if problem is not None:
             rows[0].note += f"; {problem}"
     finally:
         btrfs.teardown()
-        for p in (img, img_big0, img_tree0, big):
+        for p in (img, img_big0, img_tree0, img_tree1, big):
             p.unlink(missing_ok=True)
         shutil.rmtree(corpus, ignore_errors=True)
     return rows
