@@ -43,14 +43,16 @@ class Node:
                  "problems")
 
     def __init__(self, btree_id: int, level: int, min_key: Pos, max_key: Pos,
-                 keys: list[Key] | None = None, children: list | None = None):
+                 keys: list[Key] | None = None, children: list | None = None,
+                 positions: list[Pos] | None = None, nbytes: int | None = None):
         self.btree_id = btree_id
         self.level = level
         self.min_key = min_key
         self.max_key = max_key
         self.keys = keys if keys is not None else []
-        # (every node read: C-level iteration instead of a Python loop per key)
-        self.positions = list(map(_pos_of, self.keys))
+        # (every node read: C-level iteration instead of a Python loop per key;
+        # a node just parsed gives them, the parse has made them already)
+        self.positions = positions if positions is not None else list(map(_pos_of, self.keys))
         self.children = children if children is not None else (
             [None] * len(self.keys) if level > 0 else None)
         self.parent: Node | None = None
@@ -61,7 +63,8 @@ class Node:
         self.dirty: dict | None = None   # pos -> Key|None changed since the last write
         self.pin = 0                     # oldest journal seq not yet written (0: none)
         self.seq_max = 0                 # highest journal seq applied
-        self.bytes = HEADER_SIZE * len(self.keys) + sum(map(len, map(_val_of, self.keys)))
+        self.bytes = nbytes if nbytes is not None else (
+            HEADER_SIZE * len(self.keys) + sum(map(len, map(_val_of, self.keys))))
         self.needs_rewrite = True        # next write must be a full (COW) write
         self.unjournaled = False         # holds updates that are not in the journal
         self.temp_id = next(_temp_ids)
@@ -117,7 +120,8 @@ def encode_bset(keys, node_seq: int, magic64: int, csum_type: int, journal_seq: 
 
 class ParsedNode:
     __slots__ = ("node_seq", "btree_id", "level", "min_key", "max_key", "keys", "written",
-                 "bsets", "skipped_bsets", "max_journal_seq", "problems", "rewrite")
+                 "bsets", "skipped_bsets", "max_journal_seq", "problems", "rewrite",
+                 "positions", "nbytes")
 
 
 def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
@@ -160,7 +164,8 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
         raise CorruptionError(f"{where}: unknown btree id {h.btree_id}",
                               E["btree_node_unreadable"].id)
     offset = NODE_HEADER_SIZE
-    positions: list | None = None   # of `keys`, once a later bset is merged in
+    positions: list | None = None   # of `keys` (None: not made yet)
+    nbytes: int | None = None       # encoded size of `keys` (None: not known yet)
     keys: list[Key] = []
     bset_magic = BSET_MAGIC ^ magic64
     while offset + BSET_HEADER_SIZE <= len(buf):
@@ -208,17 +213,22 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
             raise CorruptionError(f"{where}: bset key count mismatch",
                                   E["btree_node_unreadable"].id)
         if strict:
-            _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
+            checked = _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
         else:
             try:
-                _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
+                checked = _check_keys(bkeys, p, allowed, where, deleted_ok=not first, E=E)
             except CorruptionError:
                 p.rewrite = True   # strictly unreadable: only a full rewrite fixes it
                 bkeys = _lenient_keys(bkeys, p, allowed, where, E)
+                checked = None
         p.max_journal_seq = max(p.max_journal_seq, b.journal_seq)
         if first:
             keys = bkeys
+            positions = checked
+            # the bset is the keys' encoding, header and value each, back to back
+            nbytes = b.bytes if checked is not None else None
         elif bkeys:
+            nbytes = None
             if positions is None:
                 positions = list(map(_pos_of, keys))
             _apply_bset(keys, positions, bkeys)
@@ -229,6 +239,8 @@ def parse_node(buf: bytes, *, magic64: int, csum_type: int, block_size: int,
         raise CorruptionError(f"{where}: node holds only blacklisted bsets",
                               E["btree_node_unreadable"].id)
     p.keys = keys
+    p.positions = positions
+    p.nbytes = nbytes
     p.written = offset
     return p
 
@@ -298,33 +310,40 @@ def _next_valid_bset(buf: bytes, start: int, magic: int, node_seq: int, csum_typ
     return None
 
 
-def _keys_ok(keys: list[Key], p: ParsedNode, allowed, deleted_ok: bool) -> bool:
+def _keys_ok(keys: list[Key], p: ParsedNode, allowed, deleted_ok: bool) -> list | None:
     """What _check_keys checks, for the common case of keys that pass, in C-level
-    loops (map/all/set: every key read goes through here). False: let
-    _check_keys find the first problem and say what it is."""
-    if not keys:
-        return True
+    loops (map/all/set: every key read goes through here): their positions if
+    they pass. None: let _check_keys find the first problem and say what it is."""
     positions = list(map(_pos_of, keys))
+    if not keys:
+        return positions
     if positions[0] < p.min_key or positions[-1] > p.max_key:
-        return False
+        return None
     if not all(map(lt, positions, islice(positions, 1, None))):
-        return False
+        return None
     types = set(map(_type_of, keys))
     deleted = KeyType.deleted
     if p.level > 0:
-        return types <= ({KeyType.btree_ptr, deleted} if deleted_ok else {KeyType.btree_ptr})
+        ok = types <= ({KeyType.btree_ptr, deleted} if deleted_ok else {KeyType.btree_ptr})
+        return positions if ok else None
     if not types <= allowed:
-        return False
+        return None
     if p.btree_id in EXTENT_BTREES:
         # every extent-btree key: 0 < size <= its end offset
         sizes = list(map(_size_of, keys))
-        return 0 not in sizes and all(map(le, sizes, map(_offset_of, positions)))
-    return True
+        if 0 in sizes or not all(map(le, sizes, map(_offset_of, positions))):
+            return None
+    return positions
 
 
-def _check_keys(keys: list[Key], p: ParsedNode, allowed, where: str, deleted_ok: bool, E) -> None:
-    if _keys_ok(keys, p, allowed, deleted_ok):
-        return
+def _check_keys(keys: list[Key], p: ParsedNode, allowed, where: str, deleted_ok: bool,
+                E) -> list | None:
+    """CorruptionError for the first key out of order, out of the node's range or
+    of a type the node may not hold. The keys' positions when they are checked
+    at once (_keys_ok), else None."""
+    positions = _keys_ok(keys, p, allowed, deleted_ok)
+    if positions is not None:
+        return positions
     deleted, btree_ptr = KeyType.deleted, KeyType.btree_ptr
     interior = p.level > 0
     prev = None

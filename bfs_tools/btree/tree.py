@@ -159,7 +159,8 @@ class Btrees(KeyReader):
                 f"{where}: node range [{fmt_pos(parsed.min_key)}, {fmt_pos(parsed.max_key)}] "
                 f"differs from its parent's [{fmt_pos(min_key)}, {fmt_pos(max_key)}]",
                 ERR["btree_node_bad_range"].id)
-        node = Node(btree_id, level, min_key, max_key, parsed.keys)
+        node = Node(btree_id, level, min_key, max_key, parsed.keys, positions=parsed.positions,
+                    nbytes=parsed.nbytes)
         node.sector = p.sector
         node.gen = p.gen
         node.node_seq = parsed.node_seq
