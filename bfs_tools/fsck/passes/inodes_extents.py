@@ -33,7 +33,7 @@ def run_extents(ctx) -> None:
                             KeyType.error})
     quick = not ctx.verify_data
 
-    def check(inum: int, keys: list[Key]) -> None:
+    for inum, keys in extents_by_inum(ctx).items():
         vers = versions.get(inum)
         if quick and len(keys) == 1 and vers is not None and len(vers) == 1:
             # the common case, quickly: one key, one inode version that sees it, a file
@@ -48,11 +48,8 @@ def run_extents(ctx) -> None:
                 if d is None:
                     d = is_doomed[snap] = doomed(ctx, snap)
                 if not d:
-                    return
+                    continue
         _check_file(ctx, batch, inum, keys, vers)
-
-    for inum, keys in extents_by_inum(ctx).items():
-        check(inum, keys)
     batch.flush()
     if ctx.verify_data:
         _verify_indirect(ctx)
