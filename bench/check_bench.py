@@ -170,18 +170,19 @@ def run(work: Path, runs: int, bench) -> list:
 
 
 def profile(image: str) -> None:
-    """cProfile of `bfs check -n IMAGE`: the passes, then the hottest functions."""
+    """cProfile of `bfs check -n IMAGE`: the passes, then the hottest functions.
+    (run_check, as the executable runs it: without click; the collector off as in
+    cli/entry.py)"""
     import cProfile
+    import gc
     import pstats
 
-    from bfs_tools.cli.main import main
+    from bfs_tools.fsck.command import run_check
 
+    gc.disable()
     prof = cProfile.Profile()
     prof.enable()
-    try:
-        main(["check", "-n", "-v", image])
-    except SystemExit:
-        pass
+    run_check(image, "no", verbose=True)
     prof.disable()
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
