@@ -177,7 +177,7 @@ def profile(image: str) -> None:
     import gc
     import pstats
 
-    from bfs_tools.fsck.command import run_check
+    from bfs_tools.cli.check_run import run_check
 
     gc.disable()
     prof = cProfile.Profile()

@@ -157,50 +157,44 @@ def run(work: Path, runs: int, Row, measure, sparse, fmt_time) -> list:
     return rows
 
 
-def profile_populate(source: Path, top: int = 25) -> None:
-    """cProfile of one `format --source` (in process), top functions by own time."""
+def _profile_command(argv: list[str], top: int) -> None:
+    """cProfile of one bfs command run in process: top functions by own time, then
+    by cumulative time."""
     import cProfile
     import pstats
-    import tempfile
 
     from bfs_tools.cli.main import main
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+    prof.disable()
+    st = pstats.Stats(prof, stream=sys.stderr)
+    st.sort_stats("tottime").print_stats(top)
+    st.sort_stats("cumulative").print_stats(top)
+
+
+def profile_populate(source: Path, top: int = 25) -> None:
+    """cProfile of one `format --source` (in process)."""
+    import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         img = Path(d) / "prof.img"
         files, size = tree_stats(source)
         with open(img, "wb") as f:
             f.truncate(_image_size(size, files))
-        prof = cProfile.Profile()
-        prof.enable()
-        try:
-            main(["format", str(img), "--force", "--source", str(source)])
-        except SystemExit:
-            pass
-        prof.disable()
-    st = pstats.Stats(prof, stream=sys.stderr)
-    st.sort_stats("tottime").print_stats(top)
-    st.sort_stats("cumulative").print_stats(top)
+        _profile_command(["format", str(img), "--force", "--source", str(source)], top)
 
 
 def profile_get(image: Path, parent: str | None, top: int = 25) -> None:
-    """cProfile of one `get IMAGE / DEST -r` (in process), top functions by own time."""
-    import cProfile
-    import pstats
+    """cProfile of one `get IMAGE / DEST -r` (in process)."""
     import tempfile
 
-    from bfs_tools.cli.main import main
-
     with tempfile.TemporaryDirectory(dir=parent) as d:
-        prof = cProfile.Profile()
-        prof.enable()
-        try:
-            main(["get", str(image), "/", str(Path(d) / "out"), "-r"])
-        except SystemExit:
-            pass
-        prof.disable()
-    st = pstats.Stats(prof, stream=sys.stderr)
-    st.sort_stats("tottime").print_stats(top)
-    st.sort_stats("cumulative").print_stats(top)
+        _profile_command(["get", str(image), "/", str(Path(d) / "out"), "-r"], top)
 
 
 if __name__ == "__main__":

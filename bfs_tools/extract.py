@@ -26,14 +26,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
+from .btree.ranges import read_ranges
 from .errors import DeviceError, ExistsError, FormatError, IsADirError, NotADirError
 from .extents import decode_extent
 from .formats.constants import U32_MAX, U64_MAX
 from .formats.ids import BtreeId, KeyType
-from .fs.data import SECTOR, ReadContext, _check_region, _verify_region, key_data, visible_extents
+from .fs.data import SECTOR, ReadContext, check_region, key_data, verify_region, visible_extents
 from .fs.dirent import name_problem
 from .fs.filesystem import Entry, Filesystem, Resolved, Where, visible_inode
 from .fs.inode import Inode
@@ -71,23 +71,6 @@ class _Child:
         self.inode = self.data = self.xattrs = _UNREAD
 
 
-def _leaf_slices(btrees, btree_id: int, ranges):
-    """For each (start, end) of `ranges` (ascending starts), the keys in it when
-    the range ends in the leaf it starts in: ranges that fall in one leaf share
-    its descent from the root. A range running on into later leaves (a file of
-    many extents, or a hostile image's flood of keys) gives _UNREAD: the caller
-    reads it lazily, so nothing of unbounded size is built here."""
-    leaf = None
-    for start, end in ranges:
-        if leaf is None or start < leaf.min_key or start > leaf.max_key:
-            leaf = btrees.find_leaf(btree_id, start)
-        if end <= leaf.max_key:
-            positions = leaf.positions
-            yield leaf.keys[bisect_left(positions, start):bisect_right(positions, end)]
-        else:
-            yield _UNREAD
-
-
 def read_children(fs: Filesystem, entries: list[Entry]) -> list[_Child]:
     """The entries with their inodes, data keys and xattrs, read in inode-number
     order (a tree written by populate or cp numbers its inodes in that order too).
@@ -100,13 +83,13 @@ def read_children(fs: Filesystem, entries: list[Entry]) -> list[_Child]:
     views = [fs.visible(c.entry.where.snapshot) for c in order]
     try:
         ranges = [((0, i, 0), (0, i, U32_MAX)) for i in inums]
-        for c, visible, keys in zip(order, views, _leaf_slices(btrees, BtreeId.inodes, ranges),
-                                    strict=True):
+        inodes = read_ranges(btrees, BtreeId.inodes, ranges, _UNREAD)
+        for c, visible, keys in zip(order, views, inodes, strict=True):
             if keys is not _UNREAD:
                 c.inode = visible_inode(keys, c.entry.where, visible)
         ranges = [((i, 0, 0), (i, U64_MAX, U32_MAX)) for i in inums]
-        for c, visible, keys in zip(order, views, _leaf_slices(btrees, BtreeId.xattrs, ranges),
-                                    strict=True):
+        xattrs = read_ranges(btrees, BtreeId.xattrs, ranges, _UNREAD)
+        for c, visible, keys in zip(order, views, xattrs, strict=True):
             if keys is not _UNREAD:
                 c.xattrs = [decode_xattr(k.val) for k in filter_visible(keys, visible)
                             if k.type == KeyType.xattr]
@@ -114,8 +97,8 @@ def read_children(fs: Filesystem, entries: list[Entry]) -> list[_Child]:
                  if c.inode is not _UNREAD and c.inode is not None and c.inode.is_reg]
         ranges = [((c.entry.where.inum, 1, 0), (c.entry.where.inum, U64_MAX, U32_MAX))
                   for c, _ in files]
-        for (c, visible), keys in zip(files, _leaf_slices(btrees, BtreeId.extents, ranges),
-                                      strict=True):
+        data = read_ranges(btrees, BtreeId.extents, ranges, _UNREAD)
+        for (c, visible), keys in zip(files, data, strict=True):
             if keys is not _UNREAD:
                 c.data = list(filter_visible(keys, visible))
     except FormatError:
@@ -136,7 +119,7 @@ class DataWindow:
         self.lo = self.hi = 0          # device bytes mapped in view
 
     def region(self, ctx: ReadContext, e, file_offset: int):
-        _check_region(ctx, e, file_offset)
+        check_region(ctx, e, file_offset)
         start = e.sector * SECTOR
         end = start + e.region_sectors * SECTOR
         if not (self.lo <= start and end <= self.hi):
@@ -146,11 +129,11 @@ class DataWindow:
             view = dev.map(lo, hi - lo)
             if view is None:            # not mappable: read just this region
                 data = dev.read(start, end - start)
-                _verify_region(ctx, e, data, file_offset)
+                verify_region(ctx, e, data, file_offset)
                 return data
             self.view, self.lo, self.hi = view, lo, hi
         data = self.view[start - self.lo:end - self.lo]
-        _verify_region(ctx, e, data, file_offset)
+        verify_region(ctx, e, data, file_offset)
         return data
 
 

@@ -10,9 +10,15 @@ from collections.abc import Iterable, Iterator
 from ..keys import Key, Pos
 
 
-def read_ranges(btrees, btree_id: int, ranges: Iterable[tuple[Pos, Pos]]) -> Iterator[list[Key]]:
+def read_ranges(btrees, btree_id: int, ranges: Iterable[tuple[Pos, Pos]],
+                spill: object = None) -> Iterator[list[Key] | object]:
     """For each (start, end) of `ranges`, in ascending order of start, the keys
-    with start <= pos <= end. The btree must not change while this runs."""
+    with start <= pos <= end. The btree must not change while this runs.
+
+    A range that goes on into the next leaves is read through them, or, when
+    `spill` is given, yields `spill` instead: the caller then reads it on its
+    own, lazily (a file of many extents, or a hostile image's flood of keys,
+    builds nothing unbounded here)."""
     leaf = None
     for start, end in ranges:
         if leaf is None or start < leaf.min_key or start > leaf.max_key:
@@ -20,5 +26,7 @@ def read_ranges(btrees, btree_id: int, ranges: Iterable[tuple[Pos, Pos]]) -> Ite
         if end <= leaf.max_key:
             positions = leaf.positions
             yield leaf.keys[bisect_left(positions, start):bisect_right(positions, end)]
+        elif spill is not None:
+            yield spill
         else:       # the range goes on in the next leaves
             yield list(btrees.iter(btree_id, start, end))

@@ -3,7 +3,7 @@
 Exit codes follow fsck(8)/e2fsck: 0 clean, 1 errors corrected, 4 errors left
 uncorrected, 8 operational error, 16 usage error, 32 cancelled by the user.
 
-The check itself is fsck/command.py run_check, which the `bfs` executable also
+The check itself is cli/check_run.py run_check, which the `bfs` executable also
 runs without click for plain arguments (cli/entry.py).
 """
 
@@ -26,7 +26,7 @@ def check_cmd(image, no, yes, preen, force, verify_data, as_json, verbose, progr
     """Check IMAGE and repair it (-y, -p, or interactively on a terminal)."""
     if sum((no, yes, preen)) > 1:
         raise click.UsageError("only one of -n, -y, -p")
-    from ..fsck.command import run_check
+    from .check_run import run_check
 
     mode = "no" if no else "yes" if yes else "preen" if preen else "ask"
     raise SystemExit(run_check(image, mode, verify_data=verify_data, as_json=as_json,

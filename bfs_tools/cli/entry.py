@@ -1,10 +1,13 @@
-"""The `bfs` executable: `bfs check` with plain arguments runs without click;
-everything else is cli/main.py.
+"""The `bfs` executable. `check` and `cat` with plain arguments run without
+click; everything else is cli/main.py.
 
 Importing click costs ~20 ms, a tenth of checking an image of the standard
-library, and `check` is what scripts and boot sequences run most
-(fsck/command.py). The error policy is main.py's, for a check: one line
-`bfs: error: ...` and the fsck(8) exit codes (BFS_DEBUG=1: the traceback).
+library and a fifth of `cat`'s start-up: `check` is what scripts and boot
+sequences run most, and `cat`'s bandwidth is compared with dd's. Plain means
+what click would parse the same way (cli/check_run.py check_args,
+cli/cat_run.py cat_args); anything else (help, usage errors, interactive
+repairs) goes through click, whose commands run the same functions. The error
+policy is the same either way (cli/plain.py).
 """
 
 from __future__ import annotations
@@ -17,64 +20,49 @@ import sys
 
 def entry() -> None:
     argv = sys.argv[1:]
+    command = _plain_command(argv)
+    if command is None:
+        from .main import run
+
+        code = run()
+    else:
+        # No cyclic garbage collection in this process: it is a short one that
+        # ends in os._exit, the command's objects live to its end, and the
+        # imports alone would trigger some 25 collections.
+        gc.disable()
+        code = _run_plain(*command)
+    from .plain import exit_now
+
+    exit_now(code)
+
+
+def _plain_command(argv: list[str]):
+    """(run: () -> exit code, is_check) for a plain `check` or `cat`, else None."""
     if argv[:1] == ["check"]:
-        from ..fsck.command import fast_args
+        from .check_run import check_args, run_check
 
-        parsed = fast_args(argv[1:])
+        parsed = check_args(argv[1:])
         if parsed is not None:
-            # No cyclic garbage collection in this process: it is a short one
-            # that ends in os._exit, the check's objects live to its end (the
-            # collector is off during the check anyway: bfs_tools/gcpause.py) and
-            # the imports alone would trigger some 25 collections.
-            gc.disable()
-            code = _run_check(*parsed)
-            _flush()
-            os._exit(code)   # (why not the interpreter's teardown: main.entry)
-    from .main import entry as main_entry
+            image, kw = parsed
+            return (lambda: run_check(image, **kw)), True
+    elif argv[:1] == ["cat"]:
+        from .cat_run import cat_args, run_cat
 
-    main_entry()
+        parsed = cat_args(argv[1:])
+        if parsed is not None:
+            return (lambda: run_cat(*parsed)), False
+    return None
 
 
-def _run_check(image: str, kw: dict) -> int:
-    from ..errors import BfsError
-    from ..fsck.command import echo, run_check
+def _run_plain(run, is_check: bool) -> int:
+    from .plain import failure_code, flush_stdout
 
-    # `bfs check IMG | head`: end quietly when the reader goes away, like coreutils
+    # `bfs cat IMG F | head`: end quietly when the reader goes away, like coreutils
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     debug = bool(os.environ.get("BFS_DEBUG"))
     try:
-        return run_check(image, **kw)
-    except BfsError as e:
-        if debug:
-            raise
-        echo(f"bfs: error: {e}", err=True)
-        return 8
-    except KeyboardInterrupt:
-        echo("bfs: error: interrupted", err=True)
-        return 32
-    except BrokenPipeError:
-        _quiet_stdout()
-        return 0
-    except Exception as e:  # a bug: say so in one line, no traceback unless asked
-        if debug:
-            raise
-        echo(f"bfs: error: internal error: {type(e).__name__}: {e} (run with BFS_DEBUG=1 "
-             "for a traceback)", err=True)
-        return 8
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BrokenPipeError:
-            if stream is sys.stdout:
-                _quiet_stdout()
-        except ValueError:
-            pass
-
-
-def _quiet_stdout() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+        code = run()
+    except (Exception, KeyboardInterrupt) as e:
+        code = failure_code(e, is_check, debug)
+    flush_stdout()
+    return code

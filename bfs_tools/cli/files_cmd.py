@@ -274,16 +274,9 @@ def stat_cmd(image, path, as_json):
 @click.argument("path")
 def cat_cmd(image, path):
     """Write the contents of the file at PATH to stdout (checksums verified)."""
-    from ..errors import IsADirError
+    from .cat_run import run_cat
 
-    with _open(image) as fs:
-        r = fs.resolve(path, follow=True)
-        if r.inode.is_dir:
-            raise IsADirError(f"{r.path}: is a directory")
-        out = sys.stdout.buffer
-        for chunk in fs.iter_read(r.where, r.inode, r.path):
-            out.write(chunk)
-        out.flush()
+    raise SystemExit(run_cat(image, path))
 
 
 @click.command("get")

@@ -1,4 +1,4 @@
-"""Entry point of `bfs`: the root click group, lazy command loading, error policy.
+"""The root click group of `bfs`, lazy command loading, click's errors.
 
 Commands are imported only when invoked, so `bfs --help` starts fast. Every
 error becomes one line `bfs: error: ...` on stderr and a documented exit code
@@ -79,30 +79,16 @@ def _is_check(argv: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Run one command and exit with its code (SystemExit: in-process callers, the
-    tests and the benchmarks' profilers, catch it)."""
+    tests and the benchmarks' profilers, catch it). The executable is
+    cli/entry.py."""
     sys.exit(run(argv))
 
 
-def entry() -> None:
-    """The `bfs` executable: run one command, flush the output, and leave without
-    the interpreter's teardown. By then the image is closed and every file the
-    command wrote is closed; what is left is freeing each object of a large check
-    or copy one at a time (~25 ms for the standard library tree, ~50 ms of CPU for
-    100,000 files)."""
-    code = run()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (BrokenPipeError, ValueError):
-            pass
-    os._exit(code)
-
-
 def run(argv: list[str] | None = None) -> int:
-    """Run one command; its exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from ..errors import BfsError
+    """Run one command through click; its exit code."""
+    from .plain import error, failure_code, flush_stdout
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     # `bfs ls IMG | head`: end quietly when the reader goes away, like coreutils
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
@@ -114,47 +100,16 @@ def run(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.exceptions.Abort:
-        _err("cancelled")
+        error("cancelled")
         code = 32 if is_check else 130
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx is not None else "bfs"
-        _err(f"{e.format_message()} (see '{where} --help')")
+        error(f"{e.format_message()} (see '{where} --help')")
         code = 16 if is_check else 2
     except click.ClickException as e:
-        _err(e.format_message())
+        error(e.format_message())
         code = 8 if is_check else e.exit_code
-    except BfsError as e:
-        if debug:
-            raise
-        _err(str(e))
-        code = 8 if is_check else e.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted")
-        code = 32 if is_check else 130
-    except BrokenPipeError:
-        _quiet_stdout()
-        code = 0
-    except Exception as e:  # a bug: say so in one line, no traceback unless asked
-        if debug:
-            raise
-        _err(f"internal error: {type(e).__name__}: {e} (run with BFS_DEBUG=1 for a traceback)")
-        code = 8 if is_check else 70
-    _flush_stdout()
+    except (Exception, KeyboardInterrupt) as e:
+        code = failure_code(e, is_check, debug)
+    flush_stdout()
     return code
-
-
-def _err(message: str) -> None:
-    click.echo(f"bfs: error: {message}", err=True)
-
-
-def _flush_stdout() -> None:
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_stdout()
-
-
-def _quiet_stdout() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)

@@ -1,11 +1,11 @@
-"""`bfs check` without click (fsck/command.py fast_args): plain arguments are
+"""`bfs check` without click (cli/check_run.py check_args): plain arguments are
 taken as click takes them; anything else is left to click (None)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bfs_tools.fsck.command import fast_args
+from bfs_tools.cli.check_run import check_args
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -22,7 +22,7 @@ from bfs_tools.fsck.command import fast_args
     (["-n", ""], ("", {"mode": "no"})),
 ])
 def test_plain_arguments(args, expected):
-    assert fast_args(args) == expected
+    assert check_args(args) == expected
 
 
 @pytest.mark.parametrize("args", [
@@ -39,4 +39,4 @@ def test_plain_arguments(args, expected):
     ["-n", "--json=1", "img"],
 ])
 def test_anything_else_is_left_to_click(args):
-    assert fast_args(args) is None
+    assert check_args(args) is None

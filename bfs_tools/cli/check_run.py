@@ -3,7 +3,7 @@
 `check` runs in scripts and boot sequences, often on small images, where
 starting up is much of its time (click alone is ~20 ms of a ~250 ms check of
 the standard library). The `bfs` executable (cli/entry.py) gives plain
-arguments to `fast_args` and runs `run_check` without importing click;
+arguments to `check_args` and runs `run_check` without importing click;
 anything else (help, usage errors, interactive repairs) goes through the click
 command in cli/check_cmd.py, which runs the same `run_check`.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 
+from .plain import echo
+
 # the options of check_cmd without a value: word -> (keyword, value)
 _FLAGS = {"-n": ("mode", "no"), "-y": ("mode", "yes"), "-p": ("mode", "preen"),
           "-a": ("mode", "preen"), "-f": ("force", True), "--verify-data": ("verify_data", True),
@@ -19,7 +21,7 @@ _FLAGS = {"-n": ("mode", "no"), "-y": ("mode", "yes"), "-p": ("mode", "preen"),
           "--no-progress": ("progress", False)}
 
 
-def fast_args(args: list[str]) -> tuple[str, dict] | None:
+def check_args(args: list[str]) -> tuple[str, dict] | None:
     """(image, run_check keywords) for the words after `check` when they are
     plain: each a flag of check_cmd written out alone, one IMAGE not starting
     with '-', one mode of -n, -y, -p (click would take them the same way).
@@ -48,11 +50,11 @@ def run_check(image, mode: str, *, verify_data: bool = False, as_json: bool = Fa
     """Check IMAGE in `mode` (no, yes, preen, or ask: through `ask(finding)`); the
     exit code."""
     from ..errors import BfsError
+    from ..fsck.context import Cancelled, CheckContext
+    from ..fsck.report import as_json as to_json
+    from ..fsck.report import finding_line, summary_line
+    from ..fsck.runner import finish, open_for_check, run_passes
     from ..gcpause import collector_paused
-    from .context import Cancelled, CheckContext
-    from .report import as_json as to_json
-    from .report import finding_line, summary_line
-    from .runner import finish, open_for_check, run_passes
 
     if mode == "ask" and not (sys.stdin.isatty() and sys.stdout.isatty()):
         echo("bfs: error: need a terminal for interactive repairs; use -n, -y or -p", err=True)
@@ -77,7 +79,7 @@ def run_check(image, mode: str, *, verify_data: bool = False, as_json: bool = Fa
         status = None
         try:
             if show_progress and not as_json:
-                from ..cli.output import err_console
+                from .output import err_console
 
                 status = err_console().status("checking")
                 status.__enter__()
@@ -104,7 +106,7 @@ def run_check(image, mode: str, *, verify_data: bool = False, as_json: bool = Fa
         finish(ctx)
     code = ctx.exit_code()
     if as_json:
-        from ..cli.output import emit_json
+        from .output import emit_json
 
         emit_json(to_json(ctx, image, code))
     else:
@@ -113,17 +115,3 @@ def run_check(image, mode: str, *, verify_data: bool = False, as_json: bool = Fa
             for name, secs in ctx.timings.items():
                 echo(f"  {name}: {secs * 1000:.1f} ms")
     return code
-
-
-def echo(text: str, err: bool = False) -> None:
-    """click.echo(text, err=err) for the check's lines, without importing click
-    where it is not already: a line and a flush. A line holding an escape
-    character goes through click.echo, which strips styles when the stream is
-    not a terminal (names come from the image)."""
-    if "\x1b" in text or "click" in sys.modules:
-        click_echo = __import__("click").echo
-        click_echo(text, err=err)
-        return
-    stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
