@@ -1,4 +1,5 @@
-"""`bfs check` without click (cli/check_run.py check_args): plain arguments are
+"""`bfs check` and `bfs cat` without click (cli/check_run.py check_args,
+cli/cat_run.py cat_args): plain arguments are
 taken as click takes them; anything else is left to click (None)."""
 
 from __future__ import annotations
@@ -40,3 +41,18 @@ def test_plain_arguments(args, expected):
 ])
 def test_anything_else_is_left_to_click(args):
     assert check_args(args) is None
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["img", "/f"], ("img", "/f")),
+    (["img", "/a b"], ("img", "/a b")),
+    (["img"], None),                   # missing PATH: click's usage error
+    (["img", "/f", "/g"], None),
+    (["--help"], None),
+    (["-x", "img", "/f"], None),
+    (["img", "--", "/f"], None),
+])
+def test_cat_plain_arguments(args, expected):
+    from bfs_tools.cli.cat_run import cat_args
+
+    assert cat_args(args) == expected
