@@ -197,7 +197,7 @@ class Extractor:
                     self._tree(src.where, src.inode, sub, src.path)
                 finally:
                     os.close(sub)
-                self._finish(fd, out, src.inode)
+                self._finish(src.inode, out, fd)
                 self.report.dirs += 1
             else:
                 if self.overwrite:
@@ -244,7 +244,7 @@ class Extractor:
                     stack.pop()
                     try:
                         if frame[4] is not None:
-                            self._finish(self._parent_fd(stack, frame), frame[4], frame[5])
+                            self._finish(frame[5], frame[4], self._parent_fd(stack, frame))
                     except OSError as e:
                         self.report.skipped.append(f"{dpath}: {e.strerror}")
                         if stack[-1][1] is None:
@@ -359,7 +359,7 @@ class Extractor:
             elif stat.S_ISSOCK(mode):
                 # an inode only (as cp -a, mke2fs -d): nothing listens on it
                 os.mknod(name, stat.S_IFSOCK | self._mode(mode), dir_fd=dfd)
-            self._finish(dfd, name, inode)
+            self._finish(inode, name, dfd)
         except FileExistsError:
             self.report.skipped.append(f"{shown}: already exists on the host; skipped")
         except OSError as e:
@@ -419,7 +419,7 @@ class Extractor:
             self.report.files += 1
             self.report.bytes += size
             done = True
-            self._finish_fd(fd, inode)
+            self._finish(inode, fd)
         finally:
             os.close(fd)
             if not done:
@@ -455,34 +455,20 @@ class Extractor:
             m &= ~(stat.S_ISUID | stat.S_ISGID)
         return m
 
-    def _finish(self, dfd: int, name: bytes, inode: Inode) -> None:
-        """Owner, permissions and times (never following a symlink)."""
-        is_link = stat.S_ISLNK(inode.mode)
+    def _finish(self, inode: Inode, target, dfd: int | None = None) -> None:
+        """Owner, permissions and times of `target`: an open fd (no path lookup),
+        or a name in directory `dfd`, never following a symlink."""
+        at = {} if dfd is None else {"dir_fd": dfd, "follow_symlinks": False}
         if self.owners:
             try:
-                os.chown(name, inode.uid, inode.gid, dir_fd=dfd, follow_symlinks=False)
+                os.chown(target, inode.uid, inode.gid, **at)
             except OSError:
                 pass
-        if not is_link:
-            os.chmod(name, self._mode(inode.mode), dir_fd=dfd)
+        if not stat.S_ISLNK(inode.mode):
+            os.chmod(target, self._mode(inode.mode), **({} if dfd is None else {"dir_fd": dfd}))
         try:
-            os.utime(name, ns=(inode.atime_sec * 1_000_000_000 + inode.atime_nsec,
-                               inode.mtime_sec * 1_000_000_000 + inode.mtime_nsec),
-                     dir_fd=dfd, follow_symlinks=False)
-        except OSError:
-            pass
-
-    def _finish_fd(self, fd: int, inode: Inode) -> None:
-        """_finish of a regular file, through its open fd (no path lookups)."""
-        if self.owners:
-            try:
-                os.chown(fd, inode.uid, inode.gid)
-            except OSError:
-                pass
-        os.chmod(fd, self._mode(inode.mode))
-        try:
-            os.utime(fd, ns=(inode.atime_sec * 1_000_000_000 + inode.atime_nsec,
-                             inode.mtime_sec * 1_000_000_000 + inode.mtime_nsec))
+            os.utime(target, ns=(inode.atime_sec * 1_000_000_000 + inode.atime_nsec,
+                                 inode.mtime_sec * 1_000_000_000 + inode.mtime_nsec), **at)
         except OSError:
             pass
 

@@ -178,20 +178,14 @@ def _net_new(new_key, delta: tuple, changes: dict) -> bool:
     start, end, sign, _pos = delta
     if start >= end:
         return False
-    v = new_key((0, end, 0))
-    if v is None:
-        return False
-    if v.pos[1] - v.size <= start:      # the common case: one key
-        tiles = (v,)
-    else:
-        tiles = [v]
+    tiles = []
+    at = end
+    while at > start:
+        v = new_key((0, at, 0))
+        if v is None:
+            return False
+        tiles.append(v)
         at = v.pos[1] - v.size
-        while at > start:
-            v = new_key((0, at, 0))
-            if v is None:
-                return False
-            tiles.append(v)
-            at = v.pos[1] - v.size
     for v in tiles:
         if v.type != KeyType.error:
             c = changes.get(v.pos)

