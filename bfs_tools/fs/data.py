@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from ..checksum import checksum
-from ..errors import ChecksumError, CorruptionError, FormatError
+from ..errors import ChecksumError, CorruptionError
 from ..extents import Extent, decode_extent, extent_key
 from ..formats.constants import U32_MAX, U64_MAX
 from ..formats.fsck_errors import BY_NAME as ERR
@@ -137,12 +136,18 @@ def inline_key(inum: int, snapshot: int, data: bytes) -> Key:
 # ---------------------------------------------------------------------- reading
 
 
-@dataclass
 class ReadContext:
-    store: object
-    what: str                  # name for error messages (the path)
-    cache_sector: int = -1
-    cache_data: bytes = b""
+    """What a read needs besides the key: the store, the name for error
+    messages (the path), and the last region read (a region split over several
+    keys is read and verified once)."""
+
+    __slots__ = ("store", "what", "cache_sector", "cache_data")
+
+    def __init__(self, store, what: str):
+        self.store = store
+        self.what = what
+        self.cache_sector = -1
+        self.cache_data = b""
 
 
 def check_region(ctx: ReadContext, e: Extent, file_offset: int) -> None:
@@ -265,181 +270,6 @@ def read_range(store, inum: int, visible, offset: int, length: int, what: str,
             data = key_data(ctx, k, b - kstart)
             out[a - offset:b - offset] = data[a - kstart:b - kstart]
     return bytes(out)
-
-
-STREAM_RUN = 16 << 20   # bytes iter_read maps (or reads) from the device at once
-
-
-class _RunReader:
-    """Regions for a stream, read in runs: the regions of the next extents that
-    follow each other on the device (what a sequential write leaves) are mapped
-    (Device.map) or else read with one pread, and each region's checksum is
-    verified on that view (no copy). Per 256 KiB extent this saves a system call,
-    an allocation and a copy. Each run is its own mapping or bytes object, so
-    pieces handed out stay valid as long as a caller keeps them.
-
-    The checksums of a large run are computed as soon as it is mapped, most of
-    them on a worker thread (the checksum functions release the GIL on large
-    buffers), so a stream verifies on two cores. The results are only consulted
-    when a region is handed out: a bad region still fails exactly where the
-    stream reaches it, after every good byte before it."""
-
-    def __init__(self, ctx: ReadContext, run: int):
-        self.ctx = ctx
-        self.run = run
-        self.view = memoryview(b"")
-        self.lo = self.hi = 0       # device sectors held in the buffer
-        self.checked: dict[tuple, bool] = {}   # region identity -> checksum matched
-        self.pending = None         # the worker's share of `checked`, while it computes
-
-    def region(self, e: Extent, file_offset: int, ahead: list[Extent]) -> memoryview:
-        """The verified region of `e`; `ahead` lists the extents the stream reads
-        next, in order (what the run may include)."""
-        end = e.sector + e.region_sectors
-        if not (self.lo <= e.sector and end <= self.hi):
-            check_region(self.ctx, e, file_offset)
-            limit = max(self.run // SECTOR, e.region_sectors)
-            members = [e]
-            for f in ahead:
-                f_end = f.sector + f.region_sectors
-                if e.sector <= f.sector and f_end <= end:
-                    members.append(f)           # a region already in the run (a split extent)
-                    continue
-                if f.sector != end or f_end - e.sector > limit or f_end * SECTOR > self.ctx.store.dev.size:
-                    break
-                members.append(f)
-                end = f_end
-            dev = self.ctx.store.dev
-            offset, length = e.sector * SECTOR, (end - e.sector) * SECTOR
-            view = dev.map(offset, length)
-            self.view = view if view is not None else memoryview(dev.read(offset, length))
-            self.lo, self.hi = e.sector, end
-            self.checked, self.pending = _checksums_ahead(self.view, e.sector, members)
-        a = (e.sector - self.lo) * SECTOR
-        data = self.view[a:a + e.region_sectors * SECTOR]
-        ident = (e.sector, e.region_sectors, e.csum_type, e.csum)
-        ok = self.checked.get(ident)
-        if ok is None and self.pending is not None:
-            self.checked.update(self.pending.result())
-            self.pending = None
-            ok = self.checked.get(ident)
-        if ok is not True:
-            check_region(self.ctx, e, file_offset)
-            if ok is None:
-                verify_region(self.ctx, e, data, file_offset)
-                self.checked[ident] = True
-            else:
-                raise ChecksumError(f"{self.ctx.what}: data checksum mismatch at file offset "
-                                    f"{file_offset} (device sector {e.sector})")
-        return data
-
-
-PARALLEL_MIN = 4 << 20      # runs smaller than this are verified in the stream's thread
-# The stream's own thread also hands out every region, so it checksums the smaller
-# share of a run (1 GiB in-process: 164 ms at 0.5, 150 ms at 0.42, 160 at 0.35).
-MAIN_SHARE = 0.42
-_worker = None              # the one extra thread, created on first use
-
-
-def _checksums_ahead(view: memoryview, base: int, extents: list[Extent]):
-    """({(sector, region_sectors, csum_type, csum): checksum matches}, future) for the
-    regions of a run starting at device sector `base`: the first MAIN_SHARE
-    computed here, the rest by the worker thread (a future of its dict, None when
-    there is nothing left to wait for). While the stream hands out the first part
-    the worker finishes the rest. Small runs get ({}, None): each region is then
-    verified when handed out."""
-    global _worker
-    regions = {(f.sector, f.region_sectors, f.csum_type, f.csum): f for f in extents}
-    if len(regions) < 2 or len(view) < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
-        return {}, None
-
-    def verify(items):
-        out = {}
-        for ident, f in items:
-            a = (f.sector - base) * SECTOR
-            try:
-                out[ident] = checksum(f.csum_type, view[a:a + f.region_sectors * SECTOR]) == f.csum
-            except FormatError:
-                pass    # an unknown checksum type: reported when the stream gets there
-        return out
-
-    items = list(regions.items())
-    mine = int(len(items) * MAIN_SHARE)
-    if _worker is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bfs-verify")
-    later = _worker.submit(verify, items[mine:])
-    return verify(items[:mine]), later
-
-
-def _windows(keys: Iterator[Key], size: int, run: int) -> Iterator[list]:
-    """The keys below `size` in lists of about `run` bytes of extent regions, each
-    key with its decoded extent (None for other key types): the read-ahead a
-    _RunReader plans its runs from."""
-    window: list = []
-    ahead = 0
-    for k in keys:
-        if k.start * SECTOR >= size:
-            break
-        e = decode_extent(k.val) if k.type == KeyType.extent else None
-        window.append((k, e))
-        if e is not None:
-            ahead += e.region_sectors * SECTOR
-        if ahead >= run or len(window) >= 4096:
-            yield window
-            window, ahead = [], 0
-    if window:
-        yield window
-
-
-def iter_read(store, inum: int, visible, size: int, what: str,
-              chunk: int = 4 << 20) -> Iterator[bytes]:
-    """The file's bytes [0, size) as a stream of pieces: each extent's data as read
-    and verified (once per region), holes as zeros at most `chunk` bytes a piece (a
-    key or a hole may claim terabytes: nothing is built whole). Pieces are
-    bytes-like (bytes or memoryviews of the read buffers)."""
-    ctx = ReadContext(store, what)
-    reader = _RunReader(ctx, STREAM_RUN)
-    pos = 0
-    keys = visible_extents(store.btrees, inum, visible, 0, -(-size // SECTOR))
-    for window in _windows(keys, size, STREAM_RUN):
-        extents = [e for _, e in window if e is not None]
-        j = 0                       # index in `extents` of the next extent key
-        for k, e in window:
-            kstart = k.start * SECTOR
-            if kstart > pos:
-                yield from _zeros(kstart - pos, chunk)
-                pos = kstart
-            kend = min(k.end * SECTOR, size)
-            if e is not None:
-                j += 1
-                region = reader.region(e, kstart, extents[j:j + 64])
-                base = e.offset * SECTOR - kstart
-                data = region[base + pos:base + kend]
-            elif k.type == KeyType.inline_data:
-                # the value, then zeros (a key may claim far more than it holds)
-                data = k.val[pos - kstart:kend - kstart]
-            else:
-                data = key_data(ctx, k, kend - kstart)[pos - kstart:]
-            if data:
-                yield data
-                pos += len(data)
-            if pos < kend:
-                yield from _zeros(kend - pos, chunk)
-                pos = kend
-    if pos < size:
-        yield from _zeros(size - pos, chunk)
-
-
-def _zeros(n: int, chunk: int) -> Iterator[bytes]:
-    z = bytes(min(n, chunk))
-    while n > 0:
-        yield z if n >= len(z) else z[:n]
-        n -= len(z)
-
-
-# ---------------------------------------------------------------------- editing
 
 
 def write_range(trans, writer: DataWriter, inode, visible, offset: int, data: bytes,

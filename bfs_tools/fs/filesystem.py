@@ -40,7 +40,7 @@ from ..snapshots.table import snapshot_table
 from ..snapshots.values import Subvolume, decode_subvolume
 from ..store import Store
 from . import hashed
-from .data import DataWriter, drop_all, iter_read, read_range, truncate_range, write_range
+from .data import DataWriter, drop_all, read_range, truncate_range, write_range
 from .dirent import Dirent, decode_dirent, dirent_key, name_problem
 from .inode import Inode, decode_inode, inode_pos
 from .strhash import name_hash
@@ -583,6 +583,9 @@ class Filesystem:
                           what)
 
     def iter_read(self, where: Where, inode: Inode, what: str):
+        # only cat streams: other commands do not import the stream reader
+        from .stream import iter_read
+
         return iter_read(self.store, where.inum, self.visible(where.snapshot), inode.size, what)
 
     def write(self, where: Where, offset: int, data: bytes, what: str = "") -> None:

@@ -497,20 +497,21 @@ def test_corrupted_data_is_detected_by_cat_and_get(bfs, img, tmp_path):
 
 
 @pytest.mark.damaged
-@pytest.mark.parametrize("which", ["early", "late"])
+@pytest.mark.parametrize("which", ["first", "middle", "next run", "last"])
 def test_cat_of_a_large_file_stops_exactly_at_a_bad_extent(bfs, img, tmp_path, which):
-    """A large file streams in runs whose checksums are computed ahead, on two
-    threads: a bad extent in the middle of a run must still fail where the stream
-    reaches it, with every byte before it output."""
+    """A large file streams in runs of 16 MiB whose checksums worker threads
+    compute ahead of the output: a bad extent anywhere (first, inside the first
+    run, in the next run, last) must still fail where the stream reaches it,
+    with every byte before it output."""
     src = tmp_path / "s"
-    data = data_of(6 << 20, seed=3)
+    data = data_of(20 << 20, seed=3)
     src.write_bytes(data)
     bfs("put", img, src, "/big")
     assert bfs("cat", img, "/big").out == data
     ext = stat_json(bfs, img, "/big")["extents"]
     assert len(ext) >= 16
-    # early: checksummed by the stream's thread; late: by the worker
-    bad = ext[1] if which == "early" else ext[len(ext) // 2 + 1]
+    bad = {"first": ext[0], "middle": ext[len(ext) // 3], "next run": ext[len(ext) * 7 // 8],
+           "last": ext[-1]}[which]
     offset = (bad["pos"]["offset"] - bad["size"]) * 512
     flip_byte(img, (bad["value"]["sector"] + bad["value"]["offset"]) * 512 + 4000, 0x80)
     r = bfs("cat", img, "/big", check_rc=3)
