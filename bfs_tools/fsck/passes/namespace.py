@@ -27,6 +27,7 @@ from ...errors import BfsError
 from ...formats.constants import ROOT_INODE, ROOT_SUBVOL, U32_MAX, U64_MAX
 from ...formats.ids import BtreeId, DirentType, KeyType, SubvolumeFlags
 from ...fs import hashed
+from ...fs.dirent import DirentHead
 from ...fs.filesystem import Filesystem, Where, dtype_of
 from ...fs.inode import Inode
 from ...keys import Key
@@ -146,9 +147,20 @@ class _Walk:
 
     def __init__(self):
         self.dir_links: dict[int, list[tuple[int, Key]]] = {}  # dir -> dirents naming it
-        self.links: dict[int, list[tuple[int, Key]]] = {}      # file -> dirents naming it
+        # file -> (dir, slot) of the dirent naming it; of those naming it, when
+        # several do (most files have one: no list made for each)
+        self.link: dict[int, tuple[int, int]] = {}
+        self.more_links: dict[int, list[tuple[int, int]]] = {}
         self.subdirs: dict[int, int] = {}                      # dir -> subdirectories
         self.reached: set[int] = set()                         # directories walked
+
+    def links(self, inum: int) -> list[tuple[int, int]]:
+        """(dir, slot) of every dirent naming file `inum`, in walk order."""
+        more = self.more_links.get(inum)
+        if more is not None:
+            return more
+        one = self.link.get(inum)
+        return [one] if one is not None else []
 
 
 def _scan_dir(fs, w: _Walk, dnum: int, seen, visible) -> list[int]:
@@ -157,21 +169,22 @@ def _scan_dir(fs, w: _Walk, dnum: int, seen, visible) -> list[int]:
     count = 0
     out = []
     dirent_t, subvol_t = KeyType.dirent, DirentType.subvol
-    dir_links, links = w.dir_links, w.links
+    dir_links, link, more = w.dir_links, w.link, w.more_links
+    head, unpack_head = DirentHead.SIZE, DirentHead.STRUCT.unpack_from
     last_slot = None
     # hashed.iter_entries(), inline (every dirent of the view goes through here):
     # at each slot the first version the view sees wins (keys.filter_visible)
     for k in fs.btrees.iter(D, (dnum, 0, 0), (dnum, U64_MAX, U32_MAX)):
-        slot, snap = k.pos[1], k.pos[2]
+        _, slot, snap = k.pos
         if slot == last_slot or snap not in visible:
             continue
         last_slot = slot
         val = k.val
-        if k.type != dirent_t or len(val) < 9:
+        if k.type != dirent_t or len(val) < head:
             continue   # (also whiteouts: a deleted name hides older versions)
-        if val[8] == subvol_t:
+        inum, d_type = unpack_head(val)
+        if d_type == subvol_t:
             continue   # not a subdirectory for nlink (a snapshot inherits it hidden)
-        inum = int.from_bytes(val[:8], "little")
         target = seen(inum)
         if target is None:
             continue   # the dirents pass reports (and repairs) dangling dirents
@@ -179,8 +192,10 @@ def _scan_dir(fs, w: _Walk, dnum: int, seen, visible) -> list[int]:
             dir_links.setdefault(inum, []).append((dnum, k))
             count += 1
             out.append(inum)
+        elif inum in link:
+            more.setdefault(inum, [link[inum]]).append((dnum, slot))
         else:
-            links.setdefault(inum, []).append((dnum, k))
+            link[inum] = (dnum, slot)
     w.subdirs[dnum] = count
     return out
 
@@ -282,9 +297,9 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
                           f"{inum} in {parent} goes, {inum} is moved to /lost+found"):
                 cut.append(k)
                 lost.append((inum, ino))
-    named_in_lost = set(lw.links)
+    named_in_lost = set(lw.link)
     fixes = Batch(ctx)
-    links = w.links
+    link, more = w.link, w.more_links
     for inum, ino in view.items():
         if ino.mode & 0o170000 == stat.S_IFDIR:
             if inum not in w.reached:
@@ -313,14 +328,14 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             if fix:
                 fixes.t().update(INODES, ino.key(snap))
             continue
-        named = links.get(inum)
-        if named is not None and len(named) == 1 and ino.nlink == 1 and (
-                ino.dir == named[0][0] and ino.dir_offset == named[0][1].pos[1]) and (
-                inum not in named_in_lost):
+        one = link.get(inum)
+        if one is not None and ino.nlink == 1 and ino.dir == one[0] and (
+                ino.dir_offset == one[1]) and inum not in more and inum not in named_in_lost:
             continue   # most files: one link, the dirent its backpointer names
+        named = w.links(inum)
         if inum in named_in_lost:
-            named = (named or []) + lw.links[inum]
-        n = len(named) if named else 0
+            named = named + lw.links(inum)
+        n = len(named)
         if n == 0:
             where_k = loc(INODES, (0, inum, snap))
             if ino.nlink == 0:
@@ -334,8 +349,7 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             continue
         back = None
         if n == 1 and inum not in named_in_lost:
-            parent, k = named[0]
-            back = (parent, k.pos[1])
+            back = named[0]
         if ino.nlink == n and (back is None or (ino.dir, ino.dir_offset) == back):
             continue
         ino = _Lazy(ino)
