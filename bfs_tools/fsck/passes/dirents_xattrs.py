@@ -26,7 +26,7 @@ from ...formats.ids import BtreeId, DirentType, KeyType
 from ...fs import hashed
 from ...fs.dirent import Dirent, DirentHead, decode_dirent, dirent_key, name_problem
 from ...fs.inode import Inode
-from ...fs.strhash import _h as _xxh3
+from ...fs.strhash import _h as _xxh3  # (name_hash(n, seed) is _xxh3(n, seed) >> 1)
 from ...fs.strhash import name_hash
 from ...fs.xattr import decode_xattr, xattr_key
 from ...keys import Key
