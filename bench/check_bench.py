@@ -15,6 +15,7 @@ the work directory (PYTHONPYCACHEPREFIX) and the timed runs use it.
 
     python bench/run.py --only check
     python bench/check_bench.py --profile IMAGE     # where bfs check spends its time
+    python bench/check_bench.py --passes IMAGE [RUNS]   # CPU time of each pass
 """
 
 from __future__ import annotations
@@ -187,8 +188,53 @@ def profile(image: str) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
+def pass_times(image: str, runs: int = 10) -> None:
+    """CPU time (process_time) of opening IMAGE, of each pass of `check -n` and of
+    finish(): the least of `runs` in-process runs, the collector off. (Steadier
+    than wall time on a loaded machine: compare before and after on one load.)"""
+    import gc
+    import time
+
+    from bfs_tools.fsck import runner
+    from bfs_tools.fsck.context import CheckContext
+
+    gc.disable()
+    best: dict[str, float] = {}
+
+    def keep(name: str, secs: float) -> None:
+        best[name] = min(best.get(name, secs), secs)
+
+    def timed(name, fn):
+        def run(ctx) -> None:
+            t = time.process_time()
+            fn(ctx)
+            keep(name, time.process_time() - t)
+        return run
+
+    passes = runner.PASSES
+    runner.PASSES = [(pid, name, timed(name, fn)) for pid, name, fn in passes]
+    try:
+        for _ in range(runs):
+            t = time.process_time()
+            store = runner.open_for_check(image, "no")
+            keep("open", time.process_time() - t)
+            ctx = CheckContext(store, "no")
+            runner.run_passes(ctx)
+            t = time.process_time()
+            runner.finish(ctx)
+            keep("finish (release)", time.process_time() - t)
+    finally:
+        runner.PASSES = passes
+    print(f"{image}: least CPU time of {runs} runs")
+    for name, secs in best.items():
+        print(f"  {name:20s} {secs * 1000:8.1f} ms")
+    print(f"  {'sum':20s} {sum(best.values()) * 1000:8.1f} ms")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--profile":
         profile(sys.argv[2])
+    elif len(sys.argv) in (3, 4) and sys.argv[1] == "--passes":
+        pass_times(sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else 10)
     else:
         print(__doc__)

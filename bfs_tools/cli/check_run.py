@@ -10,6 +10,7 @@ command in cli/check_cmd.py, which runs the same `run_check`.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from .plain import echo
@@ -75,6 +76,7 @@ def run_check(image, mode: str, *, verify_data: bool = False, as_json: bool = Fa
     # The collector stays off until finish() has let go of the tree: switched on
     # again with every key read still alive, it would walk them all once for
     # nothing (~90 ms for 100,000 files; bfs_tools/gcpause.py).
+    collector_on = gc.isenabled()
     with collector_paused():
         status = None
         try:
@@ -103,7 +105,10 @@ def run_check(image, mode: str, *, verify_data: bool = False, as_json: bool = Fa
             return 8
         if status is not None:
             status.__exit__(None, None, None)
-        finish(ctx)
+        # The bfs executable turns the collector off for good and ends in os._exit
+        # (cli/entry.py): then nothing walks or frees the tree, so finish() leaves
+        # it; with the collector on, it is released before a collection walks it.
+        finish(ctx, release=collector_on)
     code = ctx.exit_code()
     if as_json:
         from .output import emit_json

@@ -304,15 +304,21 @@ def _run_passes(ctx: CheckContext, progress) -> None:
         ctx.timings[name] = time.monotonic() - t
 
 
-def finish(ctx: CheckContext) -> None:
+def finish(ctx: CheckContext, *, release: bool = True) -> None:
     """Close the store: record error counts and write (or, if a declined repair left the
     tree in memory different from the image, write nothing). Then the tree in memory
-    is released (btree.tree.Btrees.release) and the passes' caches dropped."""
+    is released (btree.tree.Btrees.release) and the passes' caches dropped.
+
+    release=False leaves them as they are, for a process that ends right after
+    without freeing objects (os._exit) and runs no cyclic collector meanwhile:
+    freeing every key, inode and node one at a time is then wasted work (~40 ms
+    of a 100,000-file check)."""
     try:
         _finish(ctx)
     finally:
-        ctx.state.clear()
-        ctx.store.btrees.release()
+        if release:
+            ctx.state.clear()
+            ctx.store.btrees.release()
 
 
 def _finish(ctx: CheckContext) -> None:

@@ -12,6 +12,8 @@ With --verify-data every extent's data is read and its checksum verified.
 from __future__ import annotations
 
 import stat
+from itertools import islice
+from operator import attrgetter, itemgetter, le, sub
 
 from ...checksum import checksum
 from ...errors import BfsError
@@ -22,6 +24,8 @@ from ..util import Batch, doomed, inode_for, inode_versions, loc, visible_set
 
 E, INODES = BtreeId.extents, BtreeId.inodes
 COUNTED = frozenset({KeyType.extent, KeyType.inline_data, KeyType.reflink_p})
+_pos_of, _type_of, _size_of = attrgetter("pos"), attrgetter("type"), attrgetter("size")
+_offset_of, _snapshot_of = itemgetter(1), itemgetter(2)
 
 
 def run_extents(ctx) -> None:
@@ -35,15 +39,19 @@ def run_extents(ctx) -> None:
 
     for inum, keys in extents_by_inum(ctx).items():
         vers = versions.get(inum)
-        if quick and len(keys) == 1 and vers is not None and len(vers) == 1:
-            # the common case, quickly: one key, one inode version that sees it, a file
+        if quick and vers is not None and len(vers) == 1:
+            # the common case, quickly: one inode version, a file, that sees its
+            # data keys, which are of one snapshot and do not overlap (nothing
+            # for _check_file to find)
             k = keys[0]
             snap, ino = vers[0]
             visible = vis_cache.get(k.pos[2])
             if visible is None:
                 visible = vis_cache[k.pos[2]] = visible_set(ctx, k.pos[2])
-            if ino is not None and snap in visible and k.type in data_types and (
-                    ino.mode & 0o170000 in (0o100000, 0o120000)):
+            if ino is not None and snap in visible and (
+                    ino.mode & 0o170000 in (0o100000, 0o120000)) and (
+                    k.type in data_types if len(keys) == 1
+                    else _apart(keys, k.pos[2], data_types)):
                 d = is_doomed.get(snap)
                 if d is None:
                     d = is_doomed[snap] = doomed(ctx, snap)
@@ -53,6 +61,22 @@ def run_extents(ctx) -> None:
     batch.flush()
     if ctx.verify_data:
         _verify_indirect(ctx)
+
+
+def _apart(keys: list[Key], snap: int, data_types) -> bool:
+    """Are the extent-btree keys of one inode all data keys of snapshot `snap`
+    whose ranges do not overlap? In position order their ends then ascend, so
+    each must start at or after the end before it. (C-level loops: the files of
+    more than one data key come here, and pass in half of _check_file's time:
+    ~1 ms of checking the standard library.)"""
+    if not set(map(_type_of, keys)) <= data_types:
+        return False
+    positions = list(map(_pos_of, keys))
+    if set(map(_snapshot_of, positions)) != {snap}:
+        return False
+    ends = list(map(_offset_of, positions))
+    starts = map(sub, ends, map(_size_of, keys))
+    return all(map(le, ends, islice(starts, 1, None)))
 
 
 def extents_by_inum(ctx) -> dict[int, list[Key]]:
@@ -202,7 +226,7 @@ def run_inodes(ctx) -> None:
             elif len(vers) == 1 and len(keys) == 1 and keys[0].pos[2] == snap:
                 # most files: one version, one key of its own
                 data = (keys[0],) if keys[0].type in COUNTED else ()
-            elif len(vers) == 1 and all(x.pos[2] == snap for x in keys):
+            elif len(vers) == 1 and set(map(_snapshot_of, map(_pos_of, keys))) == {snap}:
                 data = [x for x in keys if x.type in COUNTED]   # one version, its own keys
             else:
                 data = [x for x in filter_visible(keys, visible_set(ctx, snap))
@@ -214,9 +238,9 @@ def run_inodes(ctx) -> None:
                 data = _symlink_past_eof(ctx, batch, ino, snap, data)
             if len(data) == 1:   # most files: one extent or inline data
                 sectors, end = data[0].size, data[0].pos[1]
-            else:
-                sectors = sum(x.size for x in data)
-                end = max((x.end for x in data), default=0)
+            else:   # (x.size and x.end of each, in C-level loops)
+                sectors = sum(map(_size_of, data))
+                end = max(map(_offset_of, map(_pos_of, data)), default=0)
             limit = -(-ino.size // block) * block
             if ino.sectors == sectors and not (end * 512 > limit and fmt == stat.S_IFREG):
                 continue

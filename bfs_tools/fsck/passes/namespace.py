@@ -27,9 +27,10 @@ from ...errors import BfsError
 from ...formats.constants import ROOT_INODE, ROOT_SUBVOL, U32_MAX, U64_MAX
 from ...formats.ids import BtreeId, DirentType, KeyType, SubvolumeFlags
 from ...fs import hashed
-from ...fs.filesystem import Filesystem, Where, dtype_of
-from ...fs.inode import Inode
-from ...keys import Key
+from ...fs.dirent import DirentHead
+from ...fs.inode import Inode, decode_inode
+from ...keys import Key, filter_visible
+from ...snapshots.table import snapshot_table
 from ...snapshots.values import decode_subvolume
 from ..util import Batch, drop_inode_cache, inode_versions, loc, visible_set
 
@@ -39,7 +40,6 @@ LOST_FOUND = b"lost+found"
 
 def run_root(ctx) -> None:
     bt = ctx.store.btrees
-    fs = Filesystem(ctx.store)
     subvols = {}
     for k in bt.iter(SV):
         try:
@@ -56,9 +56,8 @@ def run_root(ctx) -> None:
     for sv in subvols.values():
         if sv.flags & SubvolumeFlags.unlinked:
             continue
-        where = Where(sv.id, sv.snapshot, sv.inode)
         try:
-            ino = fs.get_inode(where)
+            ino = _inode_in_view(ctx.store, sv.inode, sv.snapshot)
         except BfsError:
             continue
         name = "root_dir_missing" if sv.id == ROOT_SUBVOL else "subvol_root_missing"
@@ -91,8 +90,6 @@ def run_root(ctx) -> None:
 
 def _root_named(ctx, bt, sv) -> int | None:
     """The directory that says it is the root of subvolume `sv`, in its view."""
-    from ...fs.inode import decode_inode
-
     if sv.id == ROOT_SUBVOL:
         return ROOT_INODE
     visible = visible_set(ctx, sv.snapshot)
@@ -111,8 +108,6 @@ def _root_named(ctx, bt, sv) -> int | None:
 def _other_version(bt, inum: int) -> Inode | None:
     """A directory version of inode `inum` in some snapshot (its hash seed still
     places the dirents the snapshots share)."""
-    from ...fs.inode import decode_inode
-
     for k in bt.iter(INODES, (0, inum, 0), (0, inum, 0xFFFFFFFF)):
         if k.type != KeyType.inode:
             continue
@@ -127,7 +122,6 @@ def _other_version(bt, inum: int) -> Inode | None:
 
 def run_structure(ctx) -> None:
     bt = ctx.store.btrees
-    fs = Filesystem(ctx.store)
     for k in list(bt.iter(SV)):
         try:
             sv = decode_subvolume(k)
@@ -136,7 +130,7 @@ def run_structure(ctx) -> None:
         if sv.flags & SubvolumeFlags.unlinked:
             continue
         for _round in range(8):
-            if not _walk_subvolume(ctx, fs, sv):
+            if not _walk_subvolume(ctx, sv):
                 break
             drop_inode_cache(ctx)
 
@@ -146,32 +140,44 @@ class _Walk:
 
     def __init__(self):
         self.dir_links: dict[int, list[tuple[int, Key]]] = {}  # dir -> dirents naming it
-        self.links: dict[int, list[tuple[int, Key]]] = {}      # file -> dirents naming it
+        # file -> (dir, slot) of the dirent naming it; of those naming it, when
+        # several do (most files have one: no list made for each)
+        self.link: dict[int, tuple[int, int]] = {}
+        self.more_links: dict[int, list[tuple[int, int]]] = {}
         self.subdirs: dict[int, int] = {}                      # dir -> subdirectories
         self.reached: set[int] = set()                         # directories walked
 
+    def links(self, inum: int) -> list[tuple[int, int]]:
+        """(dir, slot) of every dirent naming file `inum`, in walk order."""
+        more = self.more_links.get(inum)
+        if more is not None:
+            return more
+        one = self.link.get(inum)
+        return [one] if one is not None else []
 
-def _scan_dir(fs, w: _Walk, dnum: int, seen, visible) -> list[int]:
+
+def _scan_dir(bt, w: _Walk, dnum: int, seen, visible) -> list[int]:
     """Record the entries of directory dnum; returns the directories it names.
     seen(inum): the inode the view sees (from the cached versions: no lookups)."""
     count = 0
     out = []
     dirent_t, subvol_t = KeyType.dirent, DirentType.subvol
-    dir_links, links = w.dir_links, w.links
+    dir_links, link, more = w.dir_links, w.link, w.more_links
+    head, unpack_head = DirentHead.SIZE, DirentHead.STRUCT.unpack_from
     last_slot = None
     # hashed.iter_entries(), inline (every dirent of the view goes through here):
     # at each slot the first version the view sees wins (keys.filter_visible)
-    for k in fs.btrees.iter(D, (dnum, 0, 0), (dnum, U64_MAX, U32_MAX)):
-        slot, snap = k.pos[1], k.pos[2]
+    for k in bt.iter(D, (dnum, 0, 0), (dnum, U64_MAX, U32_MAX)):
+        _, slot, snap = k.pos
         if slot == last_slot or snap not in visible:
             continue
         last_slot = slot
         val = k.val
-        if k.type != dirent_t or len(val) < 9:
+        if k.type != dirent_t or len(val) < head:
             continue   # (also whiteouts: a deleted name hides older versions)
-        if val[8] == subvol_t:
+        inum, d_type = unpack_head(val)
+        if d_type == subvol_t:
             continue   # not a subdirectory for nlink (a snapshot inherits it hidden)
-        inum = int.from_bytes(val[:8], "little")
         target = seen(inum)
         if target is None:
             continue   # the dirents pass reports (and repairs) dangling dirents
@@ -179,19 +185,22 @@ def _scan_dir(fs, w: _Walk, dnum: int, seen, visible) -> list[int]:
             dir_links.setdefault(inum, []).append((dnum, k))
             count += 1
             out.append(inum)
+        elif inum in link:
+            more.setdefault(inum, [link[inum]]).append((dnum, slot))
         else:
-            links.setdefault(inum, []).append((dnum, k))
+            link[inum] = (dnum, slot)
     w.subdirs[dnum] = count
     return out
 
 
-def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
+def _walk_subvolume(ctx, sv) -> bool:
     """One walk of subvolume `sv`. Returns True if it changed something (walk again)."""
+    store = ctx.store
+    bt = store.btrees
     snap = sv.snapshot
     visible = visible_set(ctx, snap)
-    root = Where(sv.id, snap, sv.inode)
     try:
-        root_ino = fs.get_inode(root)
+        root_ino = _inode_in_view(store, sv.inode, snap)
     except BfsError:
         return False
     if root_ino is None or not root_ino.is_dir:
@@ -219,7 +228,7 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
         if dnum in w.reached:
             continue
         w.reached.add(dnum)
-        queue.extend(c for c in _scan_dir(fs, w, dnum, seen, visible) if c not in w.reached)
+        queue.extend(c for c in _scan_dir(bt, w, dnum, seen, visible) if c not in w.reached)
 
     # a directory named by several dirents keeps the one its backpointer names
     extra = []
@@ -234,7 +243,7 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             if x is not keep:
                 extra.append((dnum, x))
     if extra:
-        t = fs.store.transaction() if ctx.writable else None
+        t = store.transaction() if ctx.writable else None
         for dnum, x in extra:
             parent, k = x
             if ctx.report("dir_multiple_links", loc(D, k.pos),
@@ -251,12 +260,12 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
     for inum in view_dirs:
         if inum in w.reached or inum == sv.inode:
             continue
-        if _foreign_root(fs, inum, sv):
+        if _foreign_root(bt, inum, sv):
             continue
         lost_dirs[inum] = view[inum]
     lw = _Walk()
     for dnum in lost_dirs:
-        _scan_dir(fs, lw, dnum, seen, visible)
+        _scan_dir(bt, lw, dnum, seen, visible)
     parent_in_lost = {c: named[0] for c, named in lw.dir_links.items() if c in lost_dirs}
     lost: list[tuple[int, Inode | None]] = []
     cut: list[Key] = []
@@ -282,9 +291,9 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
                           f"{inum} in {parent} goes, {inum} is moved to /lost+found"):
                 cut.append(k)
                 lost.append((inum, ino))
-    named_in_lost = set(lw.links)
+    named_in_lost = set(lw.link)
     fixes = Batch(ctx)
-    links = w.links
+    link, more = w.link, w.more_links
     for inum, ino in view.items():
         if ino.mode & 0o170000 == stat.S_IFDIR:
             if inum not in w.reached:
@@ -313,14 +322,14 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             if fix:
                 fixes.t().update(INODES, ino.key(snap))
             continue
-        named = links.get(inum)
-        if named is not None and len(named) == 1 and ino.nlink == 1 and (
-                ino.dir == named[0][0] and ino.dir_offset == named[0][1].pos[1]) and (
-                inum not in named_in_lost):
+        one = link.get(inum)
+        if one is not None and ino.nlink == 1 and ino.dir == one[0] and (
+                ino.dir_offset == one[1]) and inum not in more and inum not in named_in_lost:
             continue   # most files: one link, the dirent its backpointer names
+        named = w.links(inum)
         if inum in named_in_lost:
-            named = (named or []) + lw.links[inum]
-        n = len(named) if named else 0
+            named = named + lw.links(inum)
+        n = len(named)
         if n == 0:
             where_k = loc(INODES, (0, inum, snap))
             if ino.nlink == 0:
@@ -334,8 +343,7 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
             continue
         back = None
         if n == 1 and inum not in named_in_lost:
-            parent, k = named[0]
-            back = (parent, k.pos[1])
+            back = named[0]
         if ino.nlink == n and (back is None or (ino.dir, ino.dir_offset) == back):
             continue
         ino = _Lazy(ino)
@@ -356,13 +364,28 @@ def _walk_subvolume(ctx, fs: Filesystem, sv) -> bool:
     fixes.flush()
     if (lost or cut) and ctx.writable:
         if cut:
-            t = fs.store.transaction()
+            t = store.transaction()
             for k in cut:
                 hashed.delete(t, D, k, snap, visible)
             t.commit()
-        _reattach(fs, sv, snap, lost)
+        _reattach(store, sv, snap, lost)
         changed = True
     return changed
+
+
+def _inode_in_view(store, inum: int, snap: int) -> Inode | None:
+    """Filesystem.get_inode of inode `inum` in snapshot `snap` (BfsError alike),
+    without the filesystem layer, whose import (~3 ms, part of every check's
+    start-up) only repairs need."""
+    visible = snapshot_table(store).ancestors(snap)
+    for k in filter_visible(store.btrees.iter(INODES, (0, inum, 0), (0, inum, U32_MAX)),
+                            visible):
+        if k.type != KeyType.inode:
+            return None
+        ino = decode_inode(k)
+        ino.snapshot = snap   # (seen from snap, whichever key it came from)
+        return ino
+    return None
 
 
 class _Lazy:
@@ -391,10 +414,10 @@ def _kept(named, ino) -> tuple[int, Key]:
     return named[0]
 
 
-def _foreign_root(fs, inum: int, sv) -> bool:
+def _foreign_root(bt, inum: int, sv) -> bool:
     """Is inum the root of another subvolume seen through this view? (A snapshot's
     root shares its inode number with the source's root.)"""
-    for k in fs.btrees.iter(SV):
+    for k in bt.iter(SV):
         try:
             other = decode_subvolume(k)
         except BfsError:
@@ -404,9 +427,13 @@ def _foreign_root(fs, inum: int, sv) -> bool:
     return False
 
 
-def _reattach(fs: Filesystem, sv, snap: int, lost) -> None:
+def _reattach(store, sv, snap: int, lost) -> None:
     if not lost:
         return
+    # (the filesystem layer only for repairs: a clean check does without its import)
+    from ...fs.filesystem import Filesystem, Where, dtype_of
+
+    fs = Filesystem(store)
     root = Where(sv.id, snap, sv.inode)
     root_ino = fs.inode(root)
     lf = fs.lookup(root, root_ino, LOST_FOUND)
