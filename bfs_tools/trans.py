@@ -61,6 +61,8 @@ class Transaction(KeyReader):
         self._done: set[Pos] = set()
         self.deferred_state: dict = {}
         self._new: dict[int, set[Pos]] = {}      # positions known to hold no key
+        # positions queued with update_accounted: their triggers do not run
+        self._accounted: dict[int, set[Pos]] = {}
         self._before: dict[int, list[Callable]] = {}
         self.committed = False
 
@@ -156,6 +158,11 @@ class Transaction(KeyReader):
     # ------------------------------------------------------------------ writes
 
     def update(self, btree_id: int, key: Key) -> None:
+        accounted = self._accounted.get(btree_id)
+        if accounted and key.pos in accounted:
+            # its trigger effects were added for the key queued first
+            raise FormatError(f"key at {key.pos} in btree {BtreeId(btree_id).name} queued "
+                              "twice, once with its triggers accounted (internal error)")
         if self._processing is not None:
             order = TRIGGER_ORDER.index(btree_id)
             if order < self._processing or (order == self._processing and key.pos in self._done):
@@ -184,6 +191,32 @@ class Transaction(KeyReader):
         if new is None:
             new = self._new[btree_id] = set()
         new.add(key.pos)
+
+    def update_accounted(self, btree_id: int, keys: list[Key]) -> None:
+        """Queue `keys`, whose trigger effects the caller has already added to this
+        transaction in aggregate (accounting deltas, refcounts, bucket sectors):
+        run_triggers skips them. A tree copy's bulk path (remap.py) does this for
+        its tens of thousands of keys, whose triggers would run one call per key
+        to sum the same few counters. Each position must not be queued already,
+        nor again later (its accounted effect would be wrong then)."""
+        if self._processing is not None:
+            raise FormatError("update_accounted inside triggers (internal error)")
+        pending = self.updates.get(btree_id)
+        if pending is None:
+            pending = self.updates[btree_id] = {}
+            self._positions[btree_id] = []
+        accounted = self._accounted.setdefault(btree_id, set())
+        positions = [k.pos for k in keys]
+        size = len(pending)
+        pending.update(zip(positions, keys, strict=True))
+        if len(pending) != size + len(positions):
+            raise FormatError(f"update_accounted: a position in btree "
+                              f"{BtreeId(btree_id).name} is queued twice (internal error)")
+        accounted.update(positions)
+        mine = self._positions[btree_id]
+        if (mine and positions and positions[0] < mine[-1]) or positions != sorted(positions):
+            self._unsorted.add(btree_id)
+        mine += positions
 
     def pending_new(self, btree_id: int, pos: Pos) -> Key | None:
         """The key queued at pos if the position held no key before this
@@ -222,15 +255,15 @@ class Transaction(KeyReader):
         get = self.btrees.get
         for order, btree_id in enumerate(TRIGGER_ORDER):
             self._processing = order
-            self._done = set()
+            self._done = set(self._accounted.get(btree_id, ()))
             for fn in self._before.pop(btree_id, []):
                 fn(self)
             pending = self.updates.get(btree_id)
             known_new = self._new.get(btree_id, ())
-            while pending:
+            # every position in _done is pending: while some are not done, the
+            # triggers queued more keys in this btree (a walk for nothing saved)
+            while pending and len(self._done) < len(pending):
                 todo = [(p, k) for p, k in pending.items() if p not in self._done]
-                if not todo:
-                    break
                 for pos, new in todo:
                     self._done.add(pos)
                     old = None if pos in known_new else get(btree_id, pos)
