@@ -32,6 +32,7 @@ TRIGGER_ORDER = [BtreeId.subvolumes, BtreeId.snapshots, BtreeId.snapshot_trees,
 
 _DELETED = KeyType.deleted
 BULK_BUILD_MIN = 512
+APPLY_SORTED_MIN = 64   # more keys in one btree: applied leaf by leaf (Btrees.apply_sorted)
 
 
 def _overlay(base: list[Key], updates: list[Key]) -> list[Key]:
@@ -327,6 +328,8 @@ class Transaction(KeyReader):
                 if not journal and root.level == 0 and len(keys) > BULK_BUILD_MIN:
                     # a large import into a btree that is one leaf: build it bottom-up
                     self.btrees.bulk_build(btree_id, _overlay(root.keys, keys), seq)
+                elif len(keys) > APPLY_SORTED_MIN:
+                    self.btrees.apply_sorted(btree_id, keys, seq, journal)
                 else:
                     self.btrees.apply_many(btree_id, keys, seq, journal)
         finally:
