@@ -304,15 +304,17 @@ class Transaction(KeyReader):
                 fn()
             return
         jrnl = store.journal
-        sizes = [HEADER_SIZE + len(k.val) for p in self.updates.values() for k in p.values()]
-        size = sum(sizes)
-        if journal is None:
-            journal = size <= store.journal_capacity() // 4
-        # Fix (journal deadlock, see Journal.room): journal only what surely
-        # fits before the bucket kept for the next flush entry.
-        if journal and (max(sizes) > jrnl.max_size // 2
-                        or size + 16 * len(self.updates) > jrnl.room()):
-            journal = False
+        if journal is not False:    # (the sizes decide nothing for an unjournalled one)
+            sizes = [HEADER_SIZE + len(k.val) for p in self.updates.values()
+                     for k in p.values()]
+            size = sum(sizes)
+            if journal is None:
+                journal = size <= store.journal_capacity() // 4
+            # Fix (journal deadlock, see Journal.room): journal only what surely
+            # fits before the bucket kept for the next flush entry.
+            if journal and (max(sizes) > jrnl.max_size // 2
+                            or size + 16 * len(self.updates) > jrnl.room()):
+                journal = False
         if not journal:
             store.prepare_unjournalled()   # fix: older journal keys must not replay over these
         seq = jrnl.seq
