@@ -61,7 +61,7 @@ from .fs.data import (
     read_range,
     visible_extents,
 )
-from .fs.dirent import Dirent, dirent_key
+from .fs.dirent import DirentHead
 from .fs.extent_update import replace_range
 from .fs.filesystem import Where, dtype_of, now, visible_inode
 from .fs.inode import Inode
@@ -85,6 +85,7 @@ _TWO_REFS = (2).to_bytes(8, "little")
 # the indirect key type a directly stored data key becomes
 _DIRECT = {KeyType.extent: KeyType.reflink_v, KeyType.inline_data: KeyType.indirect_inline_data}
 _pack_p = ReflinkPValue.STRUCT.pack
+_pack_dirent_head = DirentHead.STRUCT.pack     # the name follows (fs/dirent.py Dirent.pack)
 
 # A reflink_p made here covers at most this many sectors (whole indirect keys):
 # reads of part of a file read whole keys, so keys stay moderately sized.
@@ -144,11 +145,15 @@ class BulkKeys:
     parent directory, xattrs, symlinks, copied data, ranges of ancestor
     snapshots, read-only sources) is queued as usual, with its triggers."""
 
-    __slots__ = ("keys", "inodes", "unshared", "indirect", "referenced", "counted")
+    __slots__ = ("keys", "converted", "inodes", "unshared", "indirect", "referenced",
+                 "counted")
 
     def __init__(self):
         self.keys: dict[int, list[Key]] = {BtreeId.inodes: [], BtreeId.dirents: [], E: [],
                                            R: []}
+        # the sources' reflink_p keys, apart from the copy's: each list then is
+        # in runs of ascending positions, which sort in a pass
+        self.converted: list[Key] = []
         self.inodes = 0
         self.unshared: dict[int, int] = {}   # snapshot -> extent sectors now indirect
         self.indirect = 0       # sectors of the new reflink_v keys
@@ -165,6 +170,7 @@ class BulkKeys:
 
     def queue(self, trans) -> None:
         """Queue every key and add the summed trigger effects."""
+        self.keys[E] = self.converted + self.keys[E]
         for btree_id, keys in self.keys.items():
             if keys:
                 trans.update_accounted(btree_id, keys)
@@ -496,7 +502,7 @@ class Remapper:
             put_e, put_r, put_src, refs = (partial(t.update_new, E), partial(t.update_new, R),
                                            partial(t.update, E), _ZERO_REFS)
         else:
-            put_e = put_src = bulk.keys[E].append
+            put_e, put_src = bulk.keys[E].append, bulk.converted.append
             put_r, refs = bulk.keys[R].append, _TWO_REFS
         inum, dsnap = dst.inum, dst.snapshot
         sectors = 0
@@ -975,7 +981,8 @@ class Copier:
             return d.add_entry(self.trans, self.fs, name, inum, mode)
         w = d.where
         slot = d.slot(self.trans, self.fs, name)
-        dirents.append(dirent_key((w.inum, slot, w.snapshot), Dirent(inum, dtype_of(mode), name)))
+        dirents.append(Key((w.inum, slot, w.snapshot), KeyType.dirent,
+                           _pack_dirent_head(inum, dtype_of(mode)) + name))
         return slot
 
 

@@ -62,8 +62,10 @@ class Transaction(KeyReader):
         self._done: set[Pos] = set()
         self.deferred_state: dict = {}
         self._new: dict[int, set[Pos]] = {}      # positions known to hold no key
-        # positions queued with update_accounted: their triggers do not run
-        self._accounted: dict[int, set[Pos]] = {}
+        # the keys queued with update_accounted, by id (the queue holds them:
+        # the ids stay theirs) and their count per btree: their triggers do not run
+        self._accounted: set[int] = set()
+        self._nr_accounted: dict[int, int] = {}
         self._before: dict[int, list[Callable]] = {}
         self.committed = False
 
@@ -159,11 +161,6 @@ class Transaction(KeyReader):
     # ------------------------------------------------------------------ writes
 
     def update(self, btree_id: int, key: Key) -> None:
-        accounted = self._accounted.get(btree_id)
-        if accounted and key.pos in accounted:
-            # its trigger effects were added for the key queued first
-            raise FormatError(f"key at {key.pos} in btree {BtreeId(btree_id).name} queued "
-                              "twice, once with its triggers accounted (internal error)")
         if self._processing is not None:
             order = TRIGGER_ORDER.index(btree_id)
             if order < self._processing or (order == self._processing and key.pos in self._done):
@@ -174,11 +171,16 @@ class Transaction(KeyReader):
             pending = self.updates[btree_id] = {}
             self._positions[btree_id] = []
         pos = key.pos
-        if pos not in pending:
+        prev = pending.get(pos)
+        if prev is None:
             positions = self._positions[btree_id]
             if positions and pos < positions[-1]:
                 self._unsorted.add(btree_id)
             positions.append(pos)
+        elif self._accounted and id(prev) in self._accounted:
+            # its trigger effects were added for the key queued first
+            raise FormatError(f"key at {pos} in btree {BtreeId(btree_id).name} queued "
+                              "twice, once with its triggers accounted (internal error)")
         pending[pos] = key
 
     def delete(self, btree_id: int, pos: Pos) -> None:
@@ -206,18 +208,16 @@ class Transaction(KeyReader):
         if pending is None:
             pending = self.updates[btree_id] = {}
             self._positions[btree_id] = []
-        accounted = self._accounted.setdefault(btree_id, set())
         positions = [k.pos for k in keys]
         size = len(pending)
         pending.update(zip(positions, keys, strict=True))
         if len(pending) != size + len(positions):
             raise FormatError(f"update_accounted: a position in btree "
                               f"{BtreeId(btree_id).name} is queued twice (internal error)")
-        accounted.update(positions)
-        mine = self._positions[btree_id]
-        if (mine and positions and positions[0] < mine[-1]) or positions != sorted(positions):
-            self._unsorted.add(btree_id)
-        mine += positions
+        self._accounted.update(map(id, keys))
+        self._nr_accounted[btree_id] = self._nr_accounted.get(btree_id, 0) + len(keys)
+        self._positions[btree_id] += positions
+        self._unsorted.add(btree_id)    # (sorting sorted runs costs a pass, as checking)
 
     def pending_new(self, btree_id: int, pos: Pos) -> Key | None:
         """The key queued at pos if the position held no key before this
@@ -256,15 +256,18 @@ class Transaction(KeyReader):
         get = self.btrees.get
         for order, btree_id in enumerate(TRIGGER_ORDER):
             self._processing = order
-            self._done = set(self._accounted.get(btree_id, ()))
+            self._done = set()
             for fn in self._before.pop(btree_id, []):
                 fn(self)
             pending = self.updates.get(btree_id)
             known_new = self._new.get(btree_id, ())
-            # every position in _done is pending: while some are not done, the
-            # triggers queued more keys in this btree (a walk for nothing saved)
-            while pending and len(self._done) < len(pending):
-                todo = [(p, k) for p, k in pending.items() if p not in self._done]
+            accounted = self._accounted
+            skip = self._nr_accounted.get(btree_id, 0)
+            # every position done is pending: while some are not done (nor
+            # accounted), the triggers queued more keys in this btree
+            while pending and len(self._done) + skip < len(pending):
+                todo = [(p, k) for p, k in pending.items()
+                        if p not in self._done and id(k) not in accounted]
                 for pos, new in todo:
                     self._done.add(pos)
                     old = None if pos in known_new else get(btree_id, pos)
