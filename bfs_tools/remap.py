@@ -894,6 +894,8 @@ class Copier:
             self.remapper.prefetch_indirect(k for n in files for k in n.data
                                             if k.type == KeyType.reflink_p)
         ranges = [((n.where.inum, 0, 0), (n.where.inum, U64_MAX, U32_MAX)) for n in ordered]
+        if t.peek(BtreeId.xattrs, ranges[0][0], ranges[-1][1]) is None:
+            return nodes    # no xattrs between the lowest and highest inode number
         for n, keys in zip(ordered, t.read_ranges(BtreeId.xattrs, ranges), strict=True):
             if keys:
                 n.xattrs = [decode_xattr(k.val) for k in filter_visible(keys, visible(

@@ -18,6 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 
 from ..errors import CorruptionError, FormatError
 from ..formats.constants import BTREE_MAX_DEPTH, SECTOR_SIZE
@@ -36,6 +37,7 @@ from .node import (
 from .ptr import PtrValue, decode_ptr, make_ptr_key, ptr_min_key
 
 PTR_KEY_BYTES = HEADER_SIZE + PtrValue.SIZE
+_val_of = attrgetter("val")
 
 
 def _write_order(node: Node) -> tuple:
@@ -336,8 +338,8 @@ class Btrees(KeyReader):
             # a deleted key there removes nothing
             changed = [k for k in keys if k.type != 0]
             lkeys += changed
-            lpos += [k.pos for k in changed]
-            nbytes += HEADER_SIZE * len(changed) + sum(len(k.val) for k in changed)
+            lpos += positions if len(changed) == len(keys) else [k.pos for k in changed]
+            nbytes += HEADER_SIZE * len(changed) + sum(map(len, map(_val_of, changed)))
             appending = True
         else:
             changed = []
@@ -367,11 +369,14 @@ class Btrees(KeyReader):
         leaf.bytes = nbytes
         if not changed:
             return False
+        split = nbytes > self.capacity
         if not self.read_only:
-            # as _mark_leaf_dirty, once for the batch
-            if leaf.dirty is None:
-                leaf.dirty = {}
-            leaf.dirty.update([(k.pos, None if k.type == 0 else k) for k in changed])
+            # as _mark_leaf_dirty, once for the batch; a leaf about to be split
+            # is replaced by new nodes, written whole: its changed keys need no list
+            if not split:
+                if leaf.dirty is None:
+                    leaf.dirty = {}
+                leaf.dirty.update([(k.pos, None if k.type == 0 else k) for k in changed])
             if journaled:
                 if not leaf.pin or seq < leaf.pin:
                     leaf.pin = seq
@@ -380,7 +385,7 @@ class Btrees(KeyReader):
             if seq > leaf.seq_max:
                 leaf.seq_max = seq
             self.dirty.add(leaf)
-        if nbytes > self.capacity:
+        if split:
             self._split_many(leaf, seq, appending)
             return False
         return deletes and nbytes < self.capacity // 4 and leaf.parent is not None
@@ -394,12 +399,12 @@ class Btrees(KeyReader):
         limit = self.capacity * 9 // 10 if appending else self.capacity * 3 // 4
         cuts = []
         acc = 0
-        for i, k in enumerate(keys):
-            sz = HEADER_SIZE + len(k.val)
+        limit -= HEADER_SIZE        # (compared with the value lengths)
+        for i, sz in enumerate(map(len, map(_val_of, keys))):
             if acc + sz > limit and i:
                 cuts.append(i)
                 acc = 0
-            acc += sz
+            acc += sz + HEADER_SIZE
         if not cuts:     # a single key larger than the limit: _split says so
             self._split(node, seq, appending)
             return
