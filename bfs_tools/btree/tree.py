@@ -18,7 +18,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from operator import attrgetter
+from itertools import accumulate, repeat
+from operator import add, attrgetter
 
 from ..errors import CorruptionError, FormatError
 from ..formats.constants import BTREE_MAX_DEPTH, SECTOR_SIZE
@@ -331,41 +332,42 @@ class Btrees(KeyReader):
         self.changes += len(keys)
         lpos, lkeys = leaf.positions, leaf.keys
         nbytes = leaf.bytes
-        appending = False
         deletes = False
-        if not lpos or positions[0] > lpos[-1]:
-            # all after the leaf's last key (a copy's new inodes, dirents, extents);
-            # a deleted key there removes nothing
-            changed = [k for k in keys if k.type != 0]
-            lkeys += changed
-            lpos += positions if len(changed) == len(keys) else [k.pos for k in changed]
-            nbytes += HEADER_SIZE * len(changed) + sum(map(len, map(_val_of, changed)))
-            appending = True
-        else:
-            changed = []
-            lo = 0
-            for k in keys:
-                pos = k.pos
-                i = bisect_left(lpos, pos, lo)
-                if i < len(lpos) and lpos[i] == pos:
-                    old = lkeys[i]
-                    if k.type == 0:
-                        del lpos[i]
-                        del lkeys[i]
-                        nbytes -= HEADER_SIZE + len(old.val)
-                        deletes = True
-                    else:
-                        lkeys[i] = k
-                        nbytes += len(k.val) - len(old.val)
-                        i += 1
-                    changed.append(k)
-                elif k.type != 0:
-                    lpos.insert(i, pos)
-                    lkeys.insert(i, k)
-                    nbytes += HEADER_SIZE + len(k.val)
+        # keys up to the leaf's last one: inserted, overwritten or deleted one by
+        # one; the rest (a copy's new inodes, dirents, extents) appended at once
+        tail = bisect_right(positions, lpos[-1]) if lpos else 0
+        changed = []
+        lo = 0
+        for k in keys[:tail]:
+            pos = k.pos
+            i = bisect_left(lpos, pos, lo)
+            if i < len(lpos) and lpos[i] == pos:
+                old = lkeys[i]
+                if k.type == 0:
+                    del lpos[i]
+                    del lkeys[i]
+                    nbytes -= HEADER_SIZE + len(old.val)
+                    deletes = True
+                else:
+                    lkeys[i] = k
+                    nbytes += len(k.val) - len(old.val)
                     i += 1
-                    changed.append(k)
-                lo = i
+                changed.append(k)
+            elif k.type != 0:
+                lpos.insert(i, pos)
+                lkeys.insert(i, k)
+                nbytes += HEADER_SIZE + len(k.val)
+                i += 1
+                changed.append(k)
+            lo = i
+        appending = tail < len(keys)
+        if appending:
+            added = [k for k in keys[tail:] if k.type != 0]   # a deleted key removes nothing
+            lkeys += added
+            lpos += positions[tail:] if len(added) == len(keys) - tail else \
+                [k.pos for k in added]
+            nbytes += HEADER_SIZE * len(added) + sum(map(len, map(_val_of, added)))
+            changed += added
         leaf.bytes = nbytes
         if not changed:
             return False
@@ -397,23 +399,28 @@ class Btrees(KeyReader):
         keys)."""
         keys = node.keys
         limit = self.capacity * 9 // 10 if appending else self.capacity * 3 // 4
+        # greedy: each leaf takes keys while they fit in the limit (at least one);
+        # found by bisection in the running byte totals, summed in C
+        ends = list(accumulate(map(add, map(len, map(_val_of, keys)), repeat(HEADER_SIZE))))
         cuts = []
-        acc = 0
-        limit -= HEADER_SIZE        # (compared with the value lengths)
-        for i, sz in enumerate(map(len, map(_val_of, keys))):
-            if acc + sz > limit and i:
-                cuts.append(i)
-                acc = 0
-            acc += sz + HEADER_SIZE
+        start, base = 0, 0
+        while True:
+            cut = max(bisect_right(ends, base + limit, start), start + 1)
+            if cut >= len(keys):
+                break
+            cuts.append(cut)
+            start, base = cut, ends[cut - 1]
         if not cuts:     # a single key larger than the limit: _split says so
             self._split(node, seq, appending)
             return
         bounds = list(zip([0, *cuts], [*cuts, len(keys)], strict=True))
         new_nodes = []
         min_key = node.min_key
+        positions = node.positions
         for a, b in bounds:
             max_key = node.max_key if b == len(keys) else keys[b - 1].pos
-            new_nodes.append(self._new_from(node, keys[a:b], None, min_key, max_key, seq))
+            new_nodes.append(self._new_from(node, keys[a:b], None, min_key, max_key, seq,
+                                            positions[a:b]))
             if b < len(keys):
                 min_key = pos_succ(max_key)
         self._replace_in_parent([node], new_nodes, seq)
@@ -540,8 +547,8 @@ class Btrees(KeyReader):
         node.sector = None
 
     def _new_from(self, like: Node, keys: list[Key], children, min_key: Pos, max_key: Pos,
-                  seq: int) -> Node:
-        n = Node(like.btree_id, like.level, min_key, max_key, keys, children)
+                  seq: int, positions: list[Pos] | None = None) -> Node:
+        n = Node(like.btree_id, like.level, min_key, max_key, keys, children, positions)
         n.pin = like.pin
         n.seq_max = max(like.seq_max, seq)
         self._mark_structural(n)
