@@ -120,6 +120,8 @@ def add_counted_references(trans, counted: dict[Pos, list]) -> None:
     reflink_p triggers' deltas, as those keys' triggers would have been."""
     mine = _deferred(trans)["reflink_counted"]
     for pos, (v, n) in counted.items():
+        if v.type == KeyType.error:     # lost data: no refcount (as in _apply_ref_deltas)
+            continue
         c = mine.get(pos)
         if c is None:
             mine[pos] = [v, n]

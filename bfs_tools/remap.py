@@ -22,6 +22,11 @@ indirect keys at its edges whole, as bcachefs does, so later splits never leak
 or lose references. Everything happens in the caller's transaction: one
 transaction per command, all or nothing.
 
+A tree copy (`cp -r`, Copier) gathers its new inodes, dirents and whole-file
+clones in a BulkKeys and queues them at once with their trigger effects summed
+(refcounts, accounting) instead of one trigger call per key: the same keys and
+counters, in the same single transaction.
+
     with Filesystem.open("disk.img", write=True) as fs:
         t = fs.store.transaction()
         Remapper(fs, t).remap(src, src_inode, 0, dst, dst_inode, 0, src_inode.size)

@@ -10,7 +10,9 @@ At commit, the triggers of every updated key run once, with the committed old
 key and the final new key; they may queue updates in btrees later in
 TRIGGER_ORDER (alloc keys, freespace, refcounts) and accounting deltas, which
 become absolute accounting keys. Then the final keys are journalled and applied
-to the btrees. Nothing is applied if a trigger raises.
+to the btrees. Nothing is applied if a trigger raises. Keys queued with
+update_accounted come with their trigger effects already added by the caller
+(a tree copy's bulk path): their triggers do not run.
 """
 
 from __future__ import annotations
