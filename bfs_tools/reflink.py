@@ -93,15 +93,40 @@ def reflink_p_trigger(trans, btree_id: int, old: Key | None, new: Key | None) ->
     state = trans.deferred_state
     deltas = state.get("reflink_refs")
     if deltas is None:
-        deltas = state["reflink_refs"] = []
-        state["reflink_referenced"] = 0
-        trans.before(BtreeId.reflink, _apply_ref_deltas)
+        deltas = _deferred(trans)["reflink_refs"]
     for k, sign in ((old, -1), (new, 1)):
         if k is None or k.type != KeyType.reflink_p:
             continue
         idx, front_pad, back_pad = _unpack_p(k.val)
         deltas.append((idx - front_pad, idx + k.size + back_pad, sign, k.pos))
         state["reflink_referenced"] += sign * k.size
+
+
+def _deferred(trans) -> dict:
+    """The transaction's state for reference deltas, set up on first use."""
+    state = trans.deferred_state
+    if "reflink_refs" not in state:
+        state["reflink_refs"] = []
+        state["reflink_referenced"] = 0
+        state["reflink_counted"] = {}
+        trans.before(BtreeId.reflink, _apply_ref_deltas)
+    return state
+
+
+def add_counted_references(trans, counted: dict[Pos, list]) -> None:
+    """References that reflink_p keys queued with update_accounted (a tree copy's
+    bulk path) add to existing indirect keys, counted by the caller: {pos:
+    [indirect key as committed, references added]}. They are netted with the
+    reflink_p triggers' deltas, as those keys' triggers would have been."""
+    mine = _deferred(trans)["reflink_counted"]
+    for pos, (v, n) in counted.items():
+        if v.type == KeyType.error:     # lost data: no refcount (as in _apply_ref_deltas)
+            continue
+        c = mine.get(pos)
+        if c is None:
+            mine[pos] = [v, n]
+        else:
+            c[1] += n
 
 
 def _apply_ref_deltas(trans) -> None:
@@ -112,11 +137,13 @@ def _apply_ref_deltas(trans) -> None:
     is O((deltas + keys touched) log) even for thousands of reflink_p keys."""
     deltas = trans.deferred_state.pop("reflink_refs", [])
     referenced = trans.deferred_state.pop("reflink_referenced", 0)
+    # pos -> [indirect key, net delta], starting from the counted references
+    changes: dict[tuple, list] = trans.deferred_state.pop("reflink_counted", {})
     if referenced:      # the sectors reflink_p keys map, summed over all of them
         trans.acct((AccountingType.reflink, 0, 0), [0, referenced])
     if not deltas:
+        _write_refcounts(trans, changes)
         return
-    changes: dict[tuple, list] = {}        # pos -> [indirect key, net delta]
     # the common case first: a pointer to indirect keys made in this transaction
     # (a remap's new keys: freshly allocated indexes, nothing else there), found
     # by position from the end of its range, one dict lookup per key
@@ -157,6 +184,10 @@ def _apply_ref_deltas(trans) -> None:
         if j == len(spans) or spans[j][0] >= end:
             raise CorruptionError(f"reflink pointer at {pos} refers to missing indexes "
                                   f"[{start}, {end}); run bfs check")
+    _write_refcounts(trans, changes)
+
+
+def _write_refcounts(trans, changes: dict[tuple, list]) -> None:
     for v, net in changes.values():
         if not net:
             continue

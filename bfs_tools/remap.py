@@ -22,6 +22,11 @@ indirect keys at its edges whole, as bcachefs does, so later splits never leak
 or lose references. Everything happens in the caller's transaction: one
 transaction per command, all or nothing.
 
+A tree copy (`cp -r`, Copier) gathers its new inodes, dirents and whole-file
+clones in a BulkKeys and queues them at once with their trigger effects summed
+(refcounts, accounting) instead of one trigger call per key: the same keys and
+counters, in the same single transaction.
+
     with Filesystem.open("disk.img", write=True) as fs:
         t = fs.store.transaction()
         Remapper(fs, t).remap(src, src_inode, 0, dst, dst_inode, 0, src_inode.size)
@@ -35,7 +40,9 @@ import random
 import stat
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from functools import partial
 
+from .alloc.accounting import acct_pos
 from .errors import (
     BfsError,
     CorruptionError,
@@ -47,7 +54,7 @@ from .errors import (
 )
 from .extents import cut
 from .formats.constants import REFLINK_IDX_MAX, REFLINK_REFCOUNT_MAX, U32_MAX, U64_MAX
-from .formats.ids import BtreeId, KeyType
+from .formats.ids import AccountingType, BtreeId, KeyType
 from .fs.data import (
     END_OF_FILE,
     SECTOR,
@@ -59,15 +66,17 @@ from .fs.data import (
     read_range,
     visible_extents,
 )
+from .fs.dirent import DirentHead
 from .fs.extent_update import replace_range
-from .fs.filesystem import Where, now, visible_inode
+from .fs.filesystem import Where, dtype_of, now, visible_inode
 from .fs.inode import Inode
 from .fs.populate import NewDir, new_xattr
 from .fs.xattr import decode_xattr
-from .keys import HEADER_SIZE, Key, filter_visible
+from .keys import HEADER_SIZE, Key, Pos, filter_visible
 from .reflink import (
     ReflinkP,
     ReflinkPValue,
+    add_counted_references,
     decode_reflink_p,
     overlapping,
     padded_range,
@@ -76,9 +85,12 @@ from .reflink import (
 
 E, R = BtreeId.extents, BtreeId.reflink
 _ZERO_REFS = bytes(8)
+# a new indirect key of the bulk path: referenced by the source and by the copy
+_TWO_REFS = (2).to_bytes(8, "little")
 # the indirect key type a directly stored data key becomes
 _DIRECT = {KeyType.extent: KeyType.reflink_v, KeyType.inline_data: KeyType.indirect_inline_data}
 _pack_p = ReflinkPValue.STRUCT.pack
+_pack_dirent_head = DirentHead.STRUCT.pack     # the name follows (fs/dirent.py Dirent.pack)
 
 # A reflink_p made here covers at most this many sectors (whole indirect keys):
 # reads of part of a file read whole keys, so keys stay moderately sized.
@@ -110,6 +122,72 @@ class Segment:
     idx: int
     new: bool
     pieces: list | None = None   # existing: [(start, end, front_pad, back_pad)] per reflink_p
+
+
+class BulkKeys:
+    """The keys of a tree copy (`cp -r` into a new directory), gathered to be
+    queued at once with Transaction.update_accounted, and the effects their
+    triggers would have, summed as they are gathered. Equivalent to queueing
+    each key and running its triggers, which for the standard library (7,700
+    files, 40,000 keys) took ~0.17 s of Python calls to sum a few counters:
+
+      * new inodes: nr_inodes + 1 each (fs/inode.py _inode_trigger);
+      * dirents: no trigger;
+      * a source extent turned into a reflink_p, and the new reflink_v holding
+        its value: the bucket loses the extent's sectors and gains the
+        reflink_v's, the same sectors of the same bucket (no alloc key
+        changes); its snapshot's counter loses them, the reflink counter of
+        indirect sectors gains them (alloc/triggers.py data_trigger); inline
+        data has no data trigger on either side;
+      * every new reflink_p: the reflink counter of referenced sectors gains
+        its size, and each indirect key its padded range covers one reference
+        (reflink.py reflink_p_trigger): a new indirect key is written with its
+        final refcount, 2 (the source's reflink_p and the copy's), an existing
+        one (a copy of a copy) gets its counted references in `counted`.
+
+    Only whole-file clones into new files (Remapper.clone_new) and the new
+    inodes and dirents of new directories go here; everything else (the
+    parent directory, xattrs, symlinks, copied data, ranges of ancestor
+    snapshots, read-only sources) is queued as usual, with its triggers."""
+
+    __slots__ = ("keys", "converted", "inodes", "unshared", "indirect", "referenced",
+                 "counted")
+
+    def __init__(self):
+        self.keys: dict[int, list[Key]] = {BtreeId.inodes: [], BtreeId.dirents: [], E: [],
+                                           R: []}
+        # the sources' reflink_p keys, apart from the copy's: each list then is
+        # in runs of ascending positions, which sort in a pass
+        self.converted: list[Key] = []
+        self.inodes = 0
+        self.unshared: dict[int, int] = {}   # snapshot -> extent sectors now indirect
+        self.indirect = 0       # sectors of the new reflink_v keys
+        self.referenced = 0     # sectors the new reflink_p keys map
+        self.counted: dict[Pos, list] = {}   # existing indirect key -> [key, references]
+
+    def shared(self, snapshot: int, extent_sectors: int, referenced: int) -> None:
+        """A file's clone: `extent_sectors` of its snapshot's extents became
+        indirect; the new reflink_p keys map `referenced` sectors."""
+        if extent_sectors:
+            self.unshared[snapshot] = self.unshared.get(snapshot, 0) + extent_sectors
+            self.indirect += extent_sectors
+        self.referenced += referenced
+
+    def queue(self, trans) -> None:
+        """Queue every key and add the summed trigger effects."""
+        self.keys[E] = self.converted + self.keys[E]
+        for btree_id, keys in self.keys.items():
+            if keys:
+                trans.update_accounted(btree_id, keys)
+        if self.inodes:
+            trans.acct(acct_pos(AccountingType.nr_inodes), [self.inodes])
+        for snapshot, sectors in self.unshared.items():
+            trans.acct(acct_pos(AccountingType.snapshot, snapshot), [-sectors])
+        if self.indirect or self.referenced:
+            # reflink counters: indirect sectors, referenced sectors
+            trans.acct(acct_pos(AccountingType.reflink), [self.indirect, self.referenced])
+        if self.counted:
+            add_counted_references(trans, self.counted)
 
 
 def _round_up(n: int, to: int) -> int:
@@ -382,7 +460,8 @@ class Remapper:
         dst_inode.mtime_sec, dst_inode.mtime_nsec = dst_inode.ctime_sec, dst_inode.ctime_nsec = now()
         return length
 
-    def clone_new(self, src, src_inode, dst, dst_inode, data) -> bool:
+    def clone_new(self, src, src_inode, dst, dst_inode, data, bulk: BulkKeys | None = None
+                  ) -> bool:
         """Share all of src with dst, a regular file created in this transaction
         (no data keys yet): `cp`'s common case, key by key, without the range
         machinery of share() and place(). A source extent or inline_data key
@@ -399,7 +478,11 @@ class Remapper:
         done nothing, for remap(). Raises, with nothing queued, where remap()
         would (missing indexes, refcount overflow). Sets dst_inode's size and
         sectors (not its times). The caller checked the request (both regular
-        files, dst writable)."""
+        files, dst writable).
+
+        bulk: gather the keys there, with their trigger effects summed (a tree
+        copy's bulk path), instead of queueing them; a source whose data stays
+        in place (a read-only subvolume) then takes the queueing way."""
         end = _round_up(src_inode.size, self.block) // SECTOR
         snap = src.snapshot
         need = 0
@@ -413,13 +496,22 @@ class Remapper:
                 need += k.size
             else:
                 return False
+        convert = need and not self._read_only_subvol(src.subvol)
+        if need and not convert:
+            bulk = None
         if pointers:
-            self._reference_pointers(pointers)
+            self._reference_pointers(pointers, bulk.counted if bulk is not None else None)
         t = self.trans
         idx = self._alloc_idx(need) if need else 0
-        convert = need and not self._read_only_subvol(src.subvol)
+        if bulk is None:
+            put_e, put_r, put_src, refs = (partial(t.update_new, E), partial(t.update_new, R),
+                                           partial(t.update, E), _ZERO_REFS)
+        else:
+            put_e, put_src = bulk.keys[E].append, bulk.converted.append
+            put_r, refs = bulk.keys[R].append, _TWO_REFS
         inum, dsnap = dst.inum, dst.snapshot
         sectors = 0
+        extent_sectors = 0
         g_start = g_end = g_idx = -1        # the destination reflink_p being grown
         for k in data:
             size = k.size
@@ -428,24 +520,26 @@ class Remapper:
             if k.type == KeyType.reflink_p or not (start == g_end and
                                                    g_end - g_start + size <= P_MAX_SECTORS):
                 if g_end >= 0:
-                    t.update_new(E, Key((inum, g_end, dsnap), KeyType.reflink_p,
-                                        _pack_p(g_idx, 0, 0), size=g_end - g_start))
+                    put_e(Key((inum, g_end, dsnap), KeyType.reflink_p, _pack_p(g_idx, 0, 0),
+                              size=g_end - g_start))
                     g_end = -1
                 if k.type == KeyType.reflink_p:
-                    t.update_new(E, Key((inum, k.pos[1], dsnap), KeyType.reflink_p, k.val,
-                                        size=size))
+                    put_e(Key((inum, k.pos[1], dsnap), KeyType.reflink_p, k.val, size=size))
                     continue
                 g_start, g_end, g_idx = start, start + size, idx
             else:
                 g_end += size   # contiguous in the file, so in the index space too
-            t.update_new(R, Key((0, idx + size, 0), _DIRECT[k.type], _ZERO_REFS + k.val,
-                                size=size))
+            if k.type == KeyType.extent:
+                extent_sectors += size
+            put_r(Key((0, idx + size, 0), _DIRECT[k.type], refs + k.val, size=size))
             if convert:
-                t.update(E, Key(k.pos, KeyType.reflink_p, _pack_p(idx, 0, 0), size=size))
+                put_src(Key(k.pos, KeyType.reflink_p, _pack_p(idx, 0, 0), size=size))
             idx += size
         if g_end >= 0:
-            t.update_new(E, Key((inum, g_end, dsnap), KeyType.reflink_p, _pack_p(g_idx, 0, 0),
-                                size=g_end - g_start))
+            put_e(Key((inum, g_end, dsnap), KeyType.reflink_p, _pack_p(g_idx, 0, 0),
+                      size=g_end - g_start))
+        if bulk is not None:
+            bulk.shared(snap, extent_sectors, need + sectors)
         dst_inode.size = src_inode.size
         dst_inode.sectors += sectors
         return True
@@ -471,17 +565,28 @@ class Remapper:
                 self._indirect[lo, hi] = keys[bisect_right(ends, lo):bisect_left(starts, hi)]
             i = j
 
-    def _reference_pointers(self, pointers: list[Key]) -> None:
+    def _reference_pointers(self, pointers: list[Key], counted: dict | None = None) -> None:
         """Count one more reference from a copy of each reflink_p in `pointers`
         to every indirect key its padded range covers (as prefetch_indirect read
-        them, or read here)."""
+        them, or read here). counted: also count them there ({pos: [indirect
+        key, references]}, BulkKeys.counted), all or none (a refusal raises
+        before any is)."""
+        covered = []
         for k in pointers:
             idx, front, back = ReflinkPValue.unpack(k.val)
             lo, hi = idx - front, idx + k.size + back
             keys = self._indirect.get((lo, hi))
             if keys is None:
                 keys = list(overlapping(self.trans, lo, hi))
-            self._add_references(idx, idx + k.size, keys)
+            covered.append(self._add_references(idx, idx + k.size, keys))
+        if counted is not None:
+            for vs in covered:
+                for v in vs:
+                    c = counted.get(v.pos)
+                    if c is None:
+                        counted[v.pos] = [v, 1]
+                    else:
+                        c[1] += 1
 
     def _add_references(self, lo: int, hi: int, keys: list[Key] | None = None) -> list[Key]:
         """The indirect keys over indexes [lo, hi) (or `keys`, when the caller read
@@ -692,13 +797,14 @@ class Copier:
     # --------------------------------------------------------------- data
 
     def file_data(self, src, src_inode, dst, dst_inode, *, fresh: bool, what: str,
-                  data=None) -> None:
+                  data=None, bulk: BulkKeys | None = None) -> None:
         """dst's contents become src's (shared or copied), dst's size = src's.
-        data: src's visible data keys, if already read."""
+        data: src's visible data keys, if already read. bulk: where a whole-file
+        clone gathers its keys (see BulkKeys)."""
         if self.reflink != "never":
             try:
                 if fresh and data is not None and \
-                        self.remapper.clone_new(src, src_inode, dst, dst_inode, data):
+                        self.remapper.clone_new(src, src_inode, dst, dst_inode, data, bulk):
                     self.report.cloned_bytes += src_inode.size
                     return
                 n = self.remapper.remap(src, src_inode, 0, dst, dst_inode, 0, src_inode.size,
@@ -793,6 +899,8 @@ class Copier:
             self.remapper.prefetch_indirect(k for n in files for k in n.data
                                             if k.type == KeyType.reflink_p)
         ranges = [((n.where.inum, 0, 0), (n.where.inum, U64_MAX, U32_MAX)) for n in ordered]
+        if t.peek(BtreeId.xattrs, ranges[0][0], ranges[-1][1]) is None:
+            return nodes    # no xattrs between the lowest and highest inode number
         for n, keys in zip(ordered, t.read_ranges(BtreeId.xattrs, ranges), strict=True):
             if keys:
                 n.xattrs = [decode_xattr(k.val) for k in filter_visible(keys, visible(
@@ -801,10 +909,14 @@ class Copier:
 
     def _write(self, nodes: list[_Src], pdir: NewDir, into: _Src | None = None) -> None:
         """Queue the copy of `nodes` (from _read_tree) into the directory pdir;
-        into: the top node is not copied, its children go straight into pdir."""
+        into: the top node is not copied, its children go straight into pdir.
+        The copy's new inodes, the dirents in its new directories and its
+        whole-file clones are gathered in a BulkKeys and queued at the end."""
         fs, t, report = self.fs, self.trans, self.report
         dirs = {id(into): pdir} if into is not None else {}
         new_inodes = []
+        bulk = BulkKeys()
+        dirents = bulk.keys[BtreeId.dirents]
         sec, nsec = now()
         sb = fs.store.sb
         seed = self._rng.getrandbits
@@ -819,7 +931,7 @@ class Copier:
             key = (n.where.subvol, n.where.inum)
             if not is_dir and si.nlink > 1 and key in self.links:
                 where, inode = self.links[key]
-                d.add_entry(t, fs, n.name, inode.inum, inode.mode)
+                self._add_entry(d, n.name, inode.inum, inode.mode, dirents)
                 inode.nlink += 1
                 n.copy = where
                 report.hardlinks += 1
@@ -835,11 +947,12 @@ class Copier:
                           hash_seed=seed(64), str_hash=sb.str_hash_type,
                           data_csum=sb.data_csum_type, snapshot=dw.snapshot)
             where = Where(dw.subvol, dw.snapshot, inode.inum)
-            inode.dir, inode.dir_offset = dw.inum, d.add_entry(t, fs, n.name, inode.inum, si.mode)
+            inode.dir = dw.inum
+            inode.dir_offset = self._add_entry(d, n.name, inode.inum, si.mode, dirents)
             n.copy = where
             if fmt == stat.S_IFREG:
                 self.file_data(n.where, si, where, inode, fresh=True, what=n.what,
-                               data=n.data)
+                               data=n.data, bulk=bulk)
                 report.files += 1
                 report.bytes += si.size
             elif fmt == stat.S_IFLNK:
@@ -864,8 +977,20 @@ class Copier:
             if progress is not None:
                 progress.advance(1)
         # every new inode once, complete (links counted, directories filled)
-        for where, inode in new_inodes:
-            t.update_new(BtreeId.inodes, inode.key(where.snapshot))
+        bulk.keys[BtreeId.inodes] = [inode.key(where.snapshot) for where, inode in new_inodes]
+        bulk.inodes = len(new_inodes)
+        bulk.queue(t)
+
+    def _add_entry(self, d: NewDir, name: bytes, inum: int, mode: int, dirents: list) -> int:
+        """A dirent `name` -> inum in d; returns its slot. In a new directory it
+        goes to `dirents` (BulkKeys), else it is queued (NewDir.add_entry)."""
+        if not d.new:
+            return d.add_entry(self.trans, self.fs, name, inum, mode)
+        w = d.where
+        slot = d.slot(self.trans, self.fs, name)
+        dirents.append(Key((w.inum, slot, w.snapshot), KeyType.dirent,
+                           _pack_dirent_head(inum, dtype_of(mode)) + name))
+        return slot
 
 
 def _btree_order(n: _Src) -> tuple[int, int]:

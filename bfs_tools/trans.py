@@ -10,7 +10,9 @@ At commit, the triggers of every updated key run once, with the committed old
 key and the final new key; they may queue updates in btrees later in
 TRIGGER_ORDER (alloc keys, freespace, refcounts) and accounting deltas, which
 become absolute accounting keys. Then the final keys are journalled and applied
-to the btrees. Nothing is applied if a trigger raises.
+to the btrees. Nothing is applied if a trigger raises. Keys queued with
+update_accounted come with their trigger effects already added by the caller
+(a tree copy's bulk path): their triggers do not run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ TRIGGER_ORDER = [BtreeId.subvolumes, BtreeId.snapshots, BtreeId.snapshot_trees,
 
 _DELETED = KeyType.deleted
 BULK_BUILD_MIN = 512
+APPLY_SORTED_MIN = 64   # more keys in one btree: applied leaf by leaf (Btrees.apply_sorted)
 
 
 def _overlay(base: list[Key], updates: list[Key]) -> list[Key]:
@@ -61,6 +64,10 @@ class Transaction(KeyReader):
         self._done: set[Pos] = set()
         self.deferred_state: dict = {}
         self._new: dict[int, set[Pos]] = {}      # positions known to hold no key
+        # the keys queued with update_accounted, by id (the queue holds them:
+        # the ids stay theirs) and their count per btree: their triggers do not run
+        self._accounted: set[int] = set()
+        self._nr_accounted: dict[int, int] = {}
         self._before: dict[int, list[Callable]] = {}
         self.committed = False
 
@@ -166,11 +173,16 @@ class Transaction(KeyReader):
             pending = self.updates[btree_id] = {}
             self._positions[btree_id] = []
         pos = key.pos
-        if pos not in pending:
+        prev = pending.get(pos)
+        if prev is None:
             positions = self._positions[btree_id]
             if positions and pos < positions[-1]:
                 self._unsorted.add(btree_id)
             positions.append(pos)
+        elif self._accounted and id(prev) in self._accounted:
+            # its trigger effects were added for the key queued first
+            raise FormatError(f"key at {pos} in btree {BtreeId(btree_id).name} queued "
+                              "twice, once with its triggers accounted (internal error)")
         pending[pos] = key
 
     def delete(self, btree_id: int, pos: Pos) -> None:
@@ -184,6 +196,30 @@ class Transaction(KeyReader):
         if new is None:
             new = self._new[btree_id] = set()
         new.add(key.pos)
+
+    def update_accounted(self, btree_id: int, keys: list[Key]) -> None:
+        """Queue `keys`, whose trigger effects the caller has already added to this
+        transaction in aggregate (accounting deltas, refcounts, bucket sectors):
+        run_triggers skips them. A tree copy's bulk path (remap.py) does this for
+        its tens of thousands of keys, whose triggers would run one call per key
+        to sum the same few counters. Each position must not be queued already,
+        nor again later (its accounted effect would be wrong then)."""
+        if self._processing is not None:
+            raise FormatError("update_accounted inside triggers (internal error)")
+        pending = self.updates.get(btree_id)
+        if pending is None:
+            pending = self.updates[btree_id] = {}
+            self._positions[btree_id] = []
+        positions = [k.pos for k in keys]
+        size = len(pending)
+        pending.update(zip(positions, keys, strict=True))
+        if len(pending) != size + len(positions):
+            raise FormatError(f"update_accounted: a position in btree "
+                              f"{BtreeId(btree_id).name} is queued twice (internal error)")
+        self._accounted.update(map(id, keys))
+        self._nr_accounted[btree_id] = self._nr_accounted.get(btree_id, 0) + len(keys)
+        self._positions[btree_id] += positions
+        self._unsorted.add(btree_id)    # (sorting sorted runs costs a pass, as checking)
 
     def pending_new(self, btree_id: int, pos: Pos) -> Key | None:
         """The key queued at pos if the position held no key before this
@@ -227,10 +263,13 @@ class Transaction(KeyReader):
                 fn(self)
             pending = self.updates.get(btree_id)
             known_new = self._new.get(btree_id, ())
-            while pending:
-                todo = [(p, k) for p, k in pending.items() if p not in self._done]
-                if not todo:
-                    break
+            accounted = self._accounted
+            skip = self._nr_accounted.get(btree_id, 0)
+            # every position done is pending: while some are not done (nor
+            # accounted), the triggers queued more keys in this btree
+            while pending and len(self._done) + skip < len(pending):
+                todo = [(p, k) for p, k in pending.items()
+                        if p not in self._done and id(k) not in accounted]
                 for pos, new in todo:
                     self._done.add(pos)
                     old = None if pos in known_new else get(btree_id, pos)
@@ -270,15 +309,17 @@ class Transaction(KeyReader):
                 fn()
             return
         jrnl = store.journal
-        sizes = [HEADER_SIZE + len(k.val) for p in self.updates.values() for k in p.values()]
-        size = sum(sizes)
-        if journal is None:
-            journal = size <= store.journal_capacity() // 4
-        # Fix (journal deadlock, see Journal.room): journal only what surely
-        # fits before the bucket kept for the next flush entry.
-        if journal and (max(sizes) > jrnl.max_size // 2
-                        or size + 16 * len(self.updates) > jrnl.room()):
-            journal = False
+        if journal is not False:    # (the sizes decide nothing for an unjournalled one)
+            sizes = [HEADER_SIZE + len(k.val) for p in self.updates.values()
+                     for k in p.values()]
+            size = sum(sizes)
+            if journal is None:
+                journal = size <= store.journal_capacity() // 4
+            # Fix (journal deadlock, see Journal.room): journal only what surely
+            # fits before the bucket kept for the next flush entry.
+            if journal and (max(sizes) > jrnl.max_size // 2
+                            or size + 16 * len(self.updates) > jrnl.room()):
+                journal = False
         if not journal:
             store.prepare_unjournalled()   # fix: older journal keys must not replay over these
         seq = jrnl.seq
@@ -294,6 +335,8 @@ class Transaction(KeyReader):
                 if not journal and root.level == 0 and len(keys) > BULK_BUILD_MIN:
                     # a large import into a btree that is one leaf: build it bottom-up
                     self.btrees.bulk_build(btree_id, _overlay(root.keys, keys), seq)
+                elif len(keys) > APPLY_SORTED_MIN:
+                    self.btrees.apply_sorted(btree_id, keys, seq, journal)
                 else:
                     self.btrees.apply_many(btree_id, keys, seq, journal)
         finally:
