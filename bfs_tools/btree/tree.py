@@ -45,6 +45,10 @@ def _write_order(node: Node) -> tuple:
     return (node.btree_id, node.min_key, node.max_key)
 
 
+# a node read names its btree in every message: a dict, not an enum lookup per read
+# (`BtreeId(b).name if b in iter(BtreeId)` cost ~12 us a node)
+_BTREE_NAMES = {int(b): b.name for b in BtreeId}
+
 class NodeSpace:
     """What the btree layer needs from the allocator (implemented in alloc/)."""
 
@@ -132,7 +136,7 @@ class Btrees(KeyReader):
                   max_key: Pos) -> Node:
         p = decode_ptr(ptr_key)
         # the key range says which part of the btree is damaged
-        where = (f"btree {BtreeId(btree_id).name if btree_id in iter(BtreeId) else btree_id} "
+        where = (f"btree {_BTREE_NAMES.get(btree_id, btree_id)} "
                  f"level {level} node [{fmt_pos(min_key)}, {fmt_pos(max_key)}] at sector "
                  f"{p.sector}")
         if level > BTREE_MAX_DEPTH:
