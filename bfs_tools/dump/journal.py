@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import datetime
 
+from ..codec import record
 from ..errors import FormatError
 from ..formats.ids import BtreeId, JsetEntryType
 from ..journal.blacklist import Blacklist
-from ..journal.entries import Blacklist as BlacklistPayload
 from ..journal.entries import Datetime, Jset, JsetEntry
 from ..journal.reader import JournalScan, plan_replay, scan_journal
 from ..keys import key_to_json, key_to_text, load_all_key_types
 from . import printable
 
 STATUSES = ("replay", "blacklisted", "done", "ignored")
+BlacklistPayload = record("BlacklistPayload")   # only dump reads blacklist entries
 
 
 class JournalView:

@@ -11,7 +11,6 @@ from ..keys import Key, decode_keys, encode_keys
 
 JsetHeader = record("JsetHeader")
 EntryHeader = record("JsetEntryHeader")
-Blacklist = record("BlacklistPayload")
 Datetime = record("DatetimePayload")
 
 
