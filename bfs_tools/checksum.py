@@ -23,24 +23,28 @@ def _load_crc32c() -> Callable:
     """crc32c.crc32c, without running the package's __init__: that imports
     importlib.metadata (for its __version__) and an argparse CLI, ~30-50 ms of
     every command's start-up. The extension module is loaded from the package
-    directory directly; any surprise falls back to the ordinary import."""
+    directory directly, with importlib.machinery's finder and loader alone
+    (importlib.util would add ~1 ms: contextlib, importlib._abc); any surprise
+    falls back to the ordinary import."""
     try:
-        import importlib.machinery
-        import importlib.util
         import os
         import sys
+        from importlib.machinery import (
+            EXTENSION_SUFFIXES,
+            ExtensionFileLoader,
+            ModuleSpec,
+            PathFinder,
+        )
 
         mod = sys.modules.get("crc32c._crc32c")
         if mod is None:
-            spec = importlib.util.find_spec("crc32c")   # locates, does not execute
+            spec = PathFinder.find_spec("crc32c")   # locates, does not execute
             where = spec.submodule_search_locations[0]
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            for suffix in EXTENSION_SUFFIXES:
                 path = os.path.join(where, "_crc32c" + suffix)
                 if os.path.exists(path):
-                    loader = importlib.machinery.ExtensionFileLoader("crc32c._crc32c", path)
-                    ext = importlib.util.spec_from_file_location("crc32c._crc32c", path,
-                                                                 loader=loader)
-                    mod = importlib.util.module_from_spec(ext)
+                    loader = ExtensionFileLoader("crc32c._crc32c", path)
+                    mod = loader.create_module(ModuleSpec("crc32c._crc32c", loader, origin=path))
                     loader.exec_module(mod)
                     break
         return mod.crc32c

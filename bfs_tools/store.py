@@ -60,6 +60,8 @@ KNOWN_INCOMPAT = int(FeatureIncompat.reflink | FeatureIncompat.inline_data
 KNOWN_RO_COMPAT = int(FeatureRoCompat.alloc_info)
 KNOWN_COMPAT = int(FeatureCompat.fsck_error_counts)
 
+# a set lookup, where `x in iter(BtreeId)` walks every member
+_BTREE_IDS = frozenset(BtreeId)
 DIRTY_NODES_LIMIT = 1024
 
 
@@ -214,7 +216,7 @@ class Store(JournalOwner):
     def _set_roots(self, roots: list[tuple[int, int, Key]]) -> None:
         seen = set()
         for btree_id, level, key in roots:
-            if btree_id not in iter(BtreeId) or btree_id in seen:
+            if btree_id not in _BTREE_IDS or btree_id in seen:
                 continue
             seen.add(btree_id)
             try:
@@ -240,7 +242,7 @@ class Store(JournalOwner):
             for e in jset.entries:
                 if e.type != JsetEntryType.btree_keys:
                     continue
-                if e.btree_id not in iter(BtreeId):
+                if e.btree_id not in _BTREE_IDS:
                     raise CorruptionError(f"journal seq {jset.seq}: keys for unknown btree "
                                           f"{e.btree_id}", ERR["journal_key_bad"].id)
                 for k in e.keys():

@@ -9,7 +9,6 @@ a valid checksum wins, and the reader reports any copy it had to skip.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from .checksum import checksum
 from .codec import record
@@ -39,70 +38,103 @@ LayoutRec = record("LayoutRecord")
 FieldHeader = record("SbFieldHeader")
 JournalFieldHead = record("SbJournalField")
 CleanFieldHead = record("SbCleanField")
-BlacklistFieldHead = record("SbBlacklistField")
-ErrorsFieldHead = record("SbErrorsField")
-SeqRange = record("SeqRange")
-ErrorEntry = record("SbErrorEntry")
 EntryHeader = record("JsetEntryHeader")
+# The seq_blacklist and errors fields' record types (SbBlacklistField, SeqRange,
+# SbErrorsField, SbErrorEntry) are looked up where those fields are met: most
+# opens meet neither, and building a record type costs ~0.15 ms of start-up
+# (codec.record builds each once).
 
 LAYOUT_RECORD_SIZE = 512
+_CSUM_TYPES = frozenset(ChecksumType)
+
+# The classes below are plain classes, not dataclasses: importing dataclasses
+# (with inspect, ast, dis and tokenize) cost every command ~20 ms of start-up
+# (tests/unit/test_startup_imports.py keeps it off the open path). The
+# CleanState and RootEntry reprs show their values: tests compare vars(sb).
 
 
-@dataclass
 class RootEntry:
     """A btree root as stored in the clean field / journal: level + btree_ptr key bytes."""
 
-    btree_id: int
-    level: int
-    key: bytes
+    __slots__ = ("btree_id", "level", "key")
+
+    def __init__(self, btree_id: int, level: int, key: bytes):
+        self.btree_id = btree_id
+        self.level = level
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"RootEntry(btree_id={self.btree_id!r}, level={self.level!r}, key={self.key!r})"
 
 
-@dataclass
 class CleanState:
-    journal_seq: int
-    journal_next: int
-    btree_wp_bucket: int = 0
-    data_wp_bucket: int = 0
-    btree_wp_used: int = 0
-    data_wp_used: int = 0
-    roots: list[RootEntry] = field(default_factory=list)
+    __slots__ = ("journal_seq", "journal_next", "btree_wp_bucket", "data_wp_bucket",
+                 "btree_wp_used", "data_wp_used", "roots")
+
+    def __init__(self, journal_seq: int, journal_next: int, btree_wp_bucket: int = 0,
+                 data_wp_bucket: int = 0, btree_wp_used: int = 0, data_wp_used: int = 0,
+                 roots: list[RootEntry] | None = None):
+        self.journal_seq = journal_seq
+        self.journal_next = journal_next
+        self.btree_wp_bucket = btree_wp_bucket
+        self.data_wp_bucket = data_wp_bucket
+        self.btree_wp_used = btree_wp_used
+        self.data_wp_used = data_wp_used
+        self.roots = [] if roots is None else roots
+
+    def __repr__(self) -> str:
+        return (f"CleanState(journal_seq={self.journal_seq!r}, "
+                f"journal_next={self.journal_next!r}, btree_wp_bucket={self.btree_wp_bucket!r}, "
+                f"data_wp_bucket={self.data_wp_bucket!r}, btree_wp_used={self.btree_wp_used!r}, "
+                f"data_wp_used={self.data_wp_used!r}, roots={self.roots!r})")
 
 
-@dataclass
 class Superblock:
-    """One superblock, decoded. Header fields are attributes; fields are typed."""
+    """One superblock, decoded. Header fields are attributes; fields are typed.
+    (No __slots__: tests compare vars(sb) of two reads.)"""
 
-    version: int
-    version_min: int
-    csum_type: int
-    data_csum_type: int
-    str_hash_type: int
-    uuid: bytes
-    user_uuid: bytes
-    label: bytes
-    seq: int
-    created_ns: int
-    write_time_ns: int
-    block_size: int
-    bucket_size: int
-    btree_node_size: int
-    extent_max: int
-    inline_data_max: int
-    first_bucket: int
-    nbuckets: int
-    device_size: int
-    features_incompat: int
-    features_ro_compat: int
-    features_compat: int
-    flags: int
-    journal_seq_reserved: int
-    sb_max_size: int
-    offsets: list[int]
-    journal_buckets: list[int] = field(default_factory=list)
-    clean: CleanState | None = None
-    blacklist: list[tuple[int, int]] = field(default_factory=list)
-    errors: dict[int, tuple[int, int]] = field(default_factory=dict)
-    offset: int = SB_OFFSET  # where this copy was read from
+    def __init__(self, *, version: int, version_min: int, csum_type: int, data_csum_type: int,
+                 str_hash_type: int, uuid: bytes, user_uuid: bytes, label: bytes, seq: int,
+                 created_ns: int, write_time_ns: int, block_size: int, bucket_size: int,
+                 btree_node_size: int, extent_max: int, inline_data_max: int,
+                 first_bucket: int, nbuckets: int, device_size: int, features_incompat: int,
+                 features_ro_compat: int, features_compat: int, flags: int,
+                 journal_seq_reserved: int, sb_max_size: int, offsets: list[int],
+                 journal_buckets: list[int] | None = None, clean: CleanState | None = None,
+                 blacklist: list[tuple[int, int]] | None = None,
+                 errors: dict[int, tuple[int, int]] | None = None,
+                 offset: int = SB_OFFSET):
+        self.version = version
+        self.version_min = version_min
+        self.csum_type = csum_type
+        self.data_csum_type = data_csum_type
+        self.str_hash_type = str_hash_type
+        self.uuid = uuid
+        self.user_uuid = user_uuid
+        self.label = label
+        self.seq = seq
+        self.created_ns = created_ns
+        self.write_time_ns = write_time_ns
+        self.block_size = block_size
+        self.bucket_size = bucket_size
+        self.btree_node_size = btree_node_size
+        self.extent_max = extent_max
+        self.inline_data_max = inline_data_max
+        self.first_bucket = first_bucket
+        self.nbuckets = nbuckets
+        self.device_size = device_size
+        self.features_incompat = features_incompat
+        self.features_ro_compat = features_ro_compat
+        self.features_compat = features_compat
+        self.flags = flags
+        self.journal_seq_reserved = journal_seq_reserved
+        self.sb_max_size = sb_max_size
+        self.offsets = offsets
+        self.journal_buckets = [] if journal_buckets is None else journal_buckets
+        self.clean = clean
+        self.blacklist = [] if blacklist is None else blacklist
+        self.errors = {} if errors is None else errors
+        self.offset = offset  # where this copy was read from
 
     @property
     def label_str(self) -> str:
@@ -144,13 +176,15 @@ def _encode_fields(sb: Superblock) -> bytes:
             CleanFieldHead(c.journal_seq, c.journal_next, c.btree_wp_bucket, c.data_wp_bucket,
                            c.btree_wp_used, c.data_wp_used).pack() + entries)
     if sb.blacklist:
+        seq_range = record("SeqRange")
         add(SbFieldType.seq_blacklist,
-            BlacklistFieldHead(len(sb.blacklist)).pack()
-            + b"".join(SeqRange(s, e).pack() for s, e in sb.blacklist))
+            record("SbBlacklistField")(len(sb.blacklist)).pack()
+            + b"".join(seq_range(s, e).pack() for s, e in sb.blacklist))
     if sb.errors:
+        error_entry = record("SbErrorEntry")
         add(SbFieldType.errors,
-            ErrorsFieldHead(len(sb.errors)).pack()
-            + b"".join(ErrorEntry(i, min(c, 0xFFFFFFFF), t).pack()
+            record("SbErrorsField")(len(sb.errors)).pack()
+            + b"".join(error_entry(i, min(c, 0xFFFFFFFF), t).pack()
                        for i, (c, t) in sorted(sb.errors.items())))
     return bytes(out)
 
@@ -185,7 +219,7 @@ def decode(buf: bytes, where: str = "superblock") -> Superblock:
     h = SbHeader.unpack(buf)
     if h.magic != SB_MAGIC:
         raise NotBfsError(f"{where}: no bfs magic")
-    if h.csum_type not in iter(ChecksumType):
+    if h.csum_type not in _CSUM_TYPES:
         raise FormatError(f"{where}: unknown checksum type {h.csum_type}")
     total = SbHeader.SIZE + h.fields_bytes
     if h.fields_bytes > SB_MAX_SIZE or total > len(buf):
@@ -292,29 +326,36 @@ def _decode_field(sb: Superblock, ftype: int, payload: bytes) -> None:
             clean.roots.append(RootEntry(eh.btree_id, eh.level, key))
         sb.clean = clean
     elif ftype == SbFieldType.seq_blacklist:
-        nr, off = _array(payload, BlacklistFieldHead, SeqRange.SIZE)
-        sb.blacklist = [tuple(SeqRange.unpack(payload, off + i * SeqRange.SIZE))
+        seq_range = record("SeqRange")
+        nr, off = _array(payload, record("SbBlacklistField"), seq_range.SIZE)
+        sb.blacklist = [tuple(seq_range.unpack(payload, off + i * seq_range.SIZE))
                         for i in range(nr)]
     elif ftype == SbFieldType.errors:
-        nr, off = _array(payload, ErrorsFieldHead, ErrorEntry.SIZE)
+        error_entry = record("SbErrorEntry")
+        nr, off = _array(payload, record("SbErrorsField"), error_entry.SIZE)
         for i in range(nr):
-            e = ErrorEntry.unpack(payload, off + i * ErrorEntry.SIZE)
+            e = error_entry.unpack(payload, off + i * error_entry.SIZE)
             sb.errors[e.id] = (e.count, e.last_ns)
     # unknown field types are skipped: fields are self-describing
 
 
-@dataclass
 class CopyReport:
-    offset: int
-    status: str          # "ok", "stale" (older seq) or the reason it was rejected
-    seq: int | None = None
+    __slots__ = ("offset", "status", "seq")
+
+    def __init__(self, offset: int, status: str, seq: int | None = None):
+        self.offset = offset
+        self.status = status    # "ok", "stale" (older seq) or the reason it was rejected
+        self.seq = seq
 
 
-@dataclass
 class ReadResult:
-    sb: Superblock
-    copies: list[CopyReport]
-    layout_problem: str | None = None   # the copies' list of offsets was unusable
+    __slots__ = ("sb", "copies", "layout_problem")
+
+    def __init__(self, sb: Superblock, copies: list[CopyReport],
+                 layout_problem: str | None = None):
+        self.sb = sb
+        self.copies = copies
+        self.layout_problem = layout_problem   # the copies' list of offsets was unusable
 
     @property
     def used_backup(self) -> bool:

@@ -15,8 +15,6 @@ must not fail at commit time, always find space.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..errors import NoSpaceError
 from ..formats.ids import AccountingType, BtreeId, DataType
 from . import freespace
@@ -27,11 +25,13 @@ from .triggers import node_moves_transaction
 SECTOR = 512
 
 
-@dataclass
 class WritePoint:
-    bucket: int = 0       # 0: none open
-    gen: int = 0
-    used: int = 0         # bytes of the bucket already handed out
+    __slots__ = ("bucket", "gen", "used")
+
+    def __init__(self, bucket: int = 0, gen: int = 0, used: int = 0):
+        self.bucket = bucket    # 0: none open
+        self.gen = gen
+        self.used = used        # bytes of the bucket already handed out
 
 
 class Allocator:

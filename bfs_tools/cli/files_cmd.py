@@ -221,7 +221,7 @@ def stat_cmd(image, path, as_json):
         if as_json:
             from ..fs.inode import Inode
 
-            d = {f: getattr(ino, f) for f in Inode.__dataclass_fields__ if not f.startswith("pad")}
+            d = {f: getattr(ino, f) for f in Inode.__slots__ if not f.startswith("pad")}
             d["mode"] = f"{ino.mode:o}"
             d["type"] = _type_name(ino.mode)
             d["path"] = r.path

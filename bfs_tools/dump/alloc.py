@@ -8,8 +8,6 @@ group of buckets on big devices).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..alloc.alloc_key import decode_alloc
 from ..alloc.freespace import free_ranges
 from ..errors import FormatError
@@ -32,22 +30,27 @@ def data_type_name(t: int) -> str:
         return f"unknown({t})"
 
 
-@dataclass
 class BucketInfo:
-    bucket: int
-    gen: int
-    data_type: int
-    dirty_sectors: int
-    invalid: str | None = None
+    __slots__ = ("bucket", "gen", "data_type", "dirty_sectors", "invalid")
+
+    def __init__(self, bucket: int, gen: int, data_type: int, dirty_sectors: int,
+                 invalid: str | None = None):
+        self.bucket = bucket
+        self.gen = gen
+        self.data_type = data_type
+        self.dirty_sectors = dirty_sectors
+        self.invalid = invalid
 
 
-@dataclass
 class AllocView:
-    nbuckets: int
-    bucket_size: int
-    first_bucket: int
-    buckets: list[BucketInfo] = field(default_factory=list)
-    free: list[tuple[int, int]] = field(default_factory=list)    # [start, end)
+    __slots__ = ("nbuckets", "bucket_size", "first_bucket", "buckets", "free")
+
+    def __init__(self, nbuckets: int, bucket_size: int, first_bucket: int):
+        self.nbuckets = nbuckets
+        self.bucket_size = bucket_size
+        self.first_bucket = first_bucket
+        self.buckets: list[BucketInfo] = []
+        self.free: list[tuple[int, int]] = []    # [start, end)
 
     @property
     def free_buckets(self) -> int:

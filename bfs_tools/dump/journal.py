@@ -14,32 +14,38 @@ On a clean image nothing is replayed: every entry up to the clean journal seq is
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
 
+from ..codec import record
 from ..errors import FormatError
 from ..formats.ids import BtreeId, JsetEntryType
 from ..journal.blacklist import Blacklist
-from ..journal.entries import Blacklist as BlacklistPayload
 from ..journal.entries import Datetime, Jset, JsetEntry
 from ..journal.reader import JournalScan, plan_replay, scan_journal
 from ..keys import key_to_json, key_to_text, load_all_key_types
 from . import printable
 
 STATUSES = ("replay", "blacklisted", "done", "ignored")
+BlacklistPayload = record("BlacklistPayload")   # only dump reads blacklist entries
 
 
-@dataclass
 class JournalView:
-    scan: JournalScan
-    buckets: list[int]
-    bucket_size: int
-    clean: bool
-    clean_seq: int | None
-    replay: tuple[int, int] | None       # (first, last) seq replayed by an unclean open
-    replay_seqs: set[int]
-    blacklist: Blacklist                 # effective: superblock + what recovery adds
-    sb_blacklist: list[tuple[int, int]]
-    recovery_blacklist: tuple[int, int] | None
+    __slots__ = ("scan", "buckets", "bucket_size", "clean", "clean_seq", "replay", "replay_seqs",
+                 "blacklist", "sb_blacklist", "recovery_blacklist")
+
+    def __init__(self, scan: JournalScan, buckets: list[int], bucket_size: int, clean: bool,
+                 clean_seq: int | None, replay: tuple[int, int] | None, replay_seqs: set[int],
+                 blacklist: Blacklist, sb_blacklist: list[tuple[int, int]],
+                 recovery_blacklist: tuple[int, int] | None):
+        self.scan = scan
+        self.buckets = buckets
+        self.bucket_size = bucket_size
+        self.clean = clean
+        self.clean_seq = clean_seq
+        self.replay = replay                # (first, last) seq replayed by an unclean open
+        self.replay_seqs = replay_seqs
+        self.blacklist = blacklist          # effective: superblock + what recovery adds
+        self.sb_blacklist = sb_blacklist
+        self.recovery_blacklist = recovery_blacklist
 
     def status(self, j: Jset) -> str:
         if j.seq in self.blacklist:

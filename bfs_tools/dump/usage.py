@@ -6,8 +6,6 @@ btrees, so their cost does not grow with the amount of metadata.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..alloc.accounting import decode_counters
 from ..errors import FormatError
 from ..formats.constants import SECTOR_SIZE
@@ -30,14 +28,16 @@ def _name(enum, v: int) -> str:
         return f"unknown({v})"
 
 
-@dataclass
 class Usage:
-    data_types: dict[str, dict[str, int]] = field(default_factory=dict)   # buckets, sectors
-    inodes: int = 0
-    btrees: dict[str, int] = field(default_factory=dict)                  # sectors
-    snapshots: dict[int, int] = field(default_factory=dict)               # sectors
-    reflink: dict[str, int] = field(default_factory=dict)
-    other: list[dict] = field(default_factory=list)                       # unknown or invalid
+    __slots__ = ("data_types", "inodes", "btrees", "snapshots", "reflink", "other")
+
+    def __init__(self) -> None:
+        self.data_types: dict[str, dict[str, int]] = {}   # buckets, sectors
+        self.inodes = 0
+        self.btrees: dict[str, int] = {}                  # sectors
+        self.snapshots: dict[int, int] = {}               # sectors
+        self.reflink: dict[str, int] = {}
+        self.other: list[dict] = []                       # unknown or invalid
 
 
 def read_usage(btrees) -> Usage:

@@ -16,7 +16,6 @@ import fcntl
 import os
 import stat
 import struct
-from dataclasses import dataclass
 
 from ..errors import DeviceBusyError, DeviceError, ReadOnlyError
 
@@ -304,15 +303,40 @@ class MemoryDevice(Device):
         return len(self.chunks) * self.CHUNK
 
 
-@dataclass(frozen=True)
 class WriteOp:
-    offset: int
-    data: bytes
+    """One logged write. Compared and hashed by value (tests compare logs)."""
+
+    __slots__ = ("offset", "data")
+
+    def __init__(self, offset: int, data: bytes):
+        self.offset = offset
+        self.data = data
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.offset, self.data) == (other.offset, other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.offset, self.data))
+
+    def __repr__(self) -> str:
+        return f"WriteOp(offset={self.offset!r}, data={self.data!r})"
 
 
-@dataclass(frozen=True)
 class FlushOp:
-    pass
+    """One logged flush; every flush equals every other."""
+
+    __slots__ = ()
+
+    def __eq__(self, other):
+        return other.__class__ is self.__class__ or NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(FlushOp)
+
+    def __repr__(self) -> str:
+        return "FlushOp()"
 
 
 class RecordingDevice(Device):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..checksum import checksum
 from ..codec import record
 from ..errors import FormatError
@@ -13,7 +11,6 @@ from ..keys import Key, decode_keys, encode_keys
 
 JsetHeader = record("JsetHeader")
 EntryHeader = record("JsetEntryHeader")
-Blacklist = record("BlacklistPayload")
 Datetime = record("DatetimePayload")
 
 
@@ -38,26 +35,38 @@ def encode_jset(seq: int, last_seq: int, flags: int, entries: list[bytes], magic
     return raw + b"\0" * (-len(raw) % block_size)
 
 
-@dataclass
 class JsetEntry:
-    type: int
-    btree_id: int
-    level: int
-    payload: bytes
+    __slots__ = ("type", "btree_id", "level", "payload")
+
+    def __init__(self, type: int, btree_id: int, level: int, payload: bytes):
+        self.type = type
+        self.btree_id = btree_id
+        self.level = level
+        self.payload = payload
+
+    def __eq__(self, other):
+        # replay compares the entries of two jsets with one seq (reader.plan_replay)
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.type, self.btree_id, self.level, self.payload) == (
+            other.type, other.btree_id, other.level, other.payload)
 
     def keys(self) -> list[Key]:
         return decode_keys(self.payload, what=f"journal {JsetEntryType(self.type).name} entry")
 
 
-@dataclass
 class Jset:
-    seq: int
-    last_seq: int
-    flags: int
-    entries: list[JsetEntry] = field(default_factory=list)
-    ring_idx: int = 0        # where it was found
-    offset: int = 0          # byte offset within its bucket
-    length: int = 0          # bytes on disk, padded
+    __slots__ = ("seq", "last_seq", "flags", "entries", "ring_idx", "offset", "length")
+
+    def __init__(self, seq: int, last_seq: int, flags: int, entries: list[JsetEntry] | None = None,
+                 ring_idx: int = 0, offset: int = 0, length: int = 0):
+        self.seq = seq
+        self.last_seq = last_seq
+        self.flags = flags
+        self.entries = [] if entries is None else entries
+        self.ring_idx = ring_idx    # where it was found
+        self.offset = offset        # byte offset within its bucket
+        self.length = length        # bytes on disk, padded
 
     @property
     def is_flush(self) -> bool:

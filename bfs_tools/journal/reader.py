@@ -5,8 +5,6 @@ Used by recovery on an unclean open, by `dump journal` and by `check`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..errors import CorruptionError
 from ..formats.fsck_errors import BY_NAME as ERR
 from ..formats.ids import JsetEntryType, JsetFlags
@@ -15,14 +13,16 @@ from .blacklist import Blacklist
 from .entries import Jset, JsetHeader, try_decode_jset
 
 
-@dataclass
 class JournalScan:
-    jsets: list[Jset] = field(default_factory=list)       # every valid entry found
-    damaged: list[str] = field(default_factory=list)      # entries with valid magic but bad
-    max_seq: int = 0                                      # highest seq seen (valid ones)
-    nbuckets: int = 0                                     # ring buckets scanned
-    # (seq, flags) from the header of each damaged entry whose header was readable
-    damaged_headers: list[tuple[int, int]] = field(default_factory=list)
+    __slots__ = ("jsets", "damaged", "max_seq", "nbuckets", "damaged_headers")
+
+    def __init__(self, nbuckets: int = 0):
+        self.jsets: list[Jset] = []           # every valid entry found
+        self.damaged: list[str] = []          # entries with valid magic but bad
+        self.max_seq = 0                      # highest seq seen (valid ones)
+        self.nbuckets = nbuckets              # ring buckets scanned
+        # (seq, flags) from the header of each damaged entry whose header was readable
+        self.damaged_headers: list[tuple[int, int]] = []
 
     def bucket_ranges(self, nbuckets: int) -> tuple[list[int], list[int], int, int]:
         """Per ring bucket (lowest, highest) seq; plus the index and end offset of
@@ -67,15 +67,19 @@ def scan_journal(dev, *, buckets: list[int], bucket_size: int, block_size: int, 
     return scan
 
 
-@dataclass
 class ReplayPlan:
-    flush: Jset | None                       # newest usable flush entry (None: use clean state)
-    entries: list[Jset]                      # to replay, in seq order
-    roots: list[tuple[int, int, Key]]        # from the flush entry
-    missing: list[int]                       # seqs absent from the replay range
-    new_blacklist: tuple[int, int] | None    # seqs to blacklist now
-    # damage that is not a crash's (a torn write cannot produce it): (fsck error id, message)
-    problems: list[tuple[int, str]] = field(default_factory=list)
+    __slots__ = ("flush", "entries", "roots", "missing", "new_blacklist", "problems")
+
+    def __init__(self, flush: Jset | None, entries: list[Jset], roots: list[tuple[int, int, Key]],
+                 missing: list[int], new_blacklist: tuple[int, int] | None,
+                 problems: list[tuple[int, str]]):
+        self.flush = flush                  # newest usable flush entry (None: use clean state)
+        self.entries = entries              # to replay, in seq order
+        self.roots = roots                  # from the flush entry
+        self.missing = missing              # seqs absent from the replay range
+        self.new_blacklist = new_blacklist  # seqs to blacklist now
+        # damage that is not a crash's (a torn write cannot produce it): (fsck error id, message)
+        self.problems = problems
 
 
 # more entries than any journal ring can hold (JOURNAL_BYTES_MAX / 512-byte blocks)

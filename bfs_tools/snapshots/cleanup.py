@@ -25,8 +25,6 @@ next writable open (or `check -y`) makes the same plan and finishes the pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..formats.ids import SNAPSHOT_BTREES, BtreeId, SbFlags, SnapshotFlags, SubvolumeFlags
 from ..keys import Key
 from ..superblock import write_superblock
@@ -37,10 +35,12 @@ BATCH = 5000
 S, SV, ST = BtreeId.snapshots, BtreeId.subvolumes, BtreeId.snapshot_trees
 
 
-@dataclass
 class Plan:
-    dead: set[int] = field(default_factory=set)
-    terminal: dict[int, int] = field(default_factory=dict)    # redundant node -> terminal
+    __slots__ = ("dead", "terminal")
+
+    def __init__(self) -> None:
+        self.dead: set[int] = set()
+        self.terminal: dict[int, int] = {}    # redundant node -> terminal
 
     def __bool__(self) -> bool:
         return bool(self.dead or self.terminal)

@@ -21,7 +21,6 @@ later open or `check` resumes if interrupted.
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass
 
 from ..errors import CorruptionError, ExistsError, NoSpaceError, NotADirError, PathError
 from ..formats.constants import ROOT_SUBVOL, U32_MAX
@@ -223,17 +222,21 @@ def delete_subvolume(fs, path: str, *, expect_snapshot: bool | None = None) -> i
     return sv.id
 
 
-@dataclass
 class SubvolInfo:
-    id: int
-    snapshot: int
-    parent: int
-    inode: int
-    read_only: bool
-    is_snapshot: bool
-    unlinked: bool
-    path: str | None
-    otime_sec: int
+    __slots__ = ("id", "snapshot", "parent", "inode", "read_only", "is_snapshot", "unlinked",
+                 "path", "otime_sec")
+
+    def __init__(self, id: int, snapshot: int, parent: int, inode: int, read_only: bool,
+                 is_snapshot: bool, unlinked: bool, path: str | None, otime_sec: int):
+        self.id = id
+        self.snapshot = snapshot
+        self.parent = parent
+        self.inode = inode
+        self.read_only = read_only
+        self.is_snapshot = is_snapshot
+        self.unlinked = unlinked
+        self.path = path
+        self.otime_sec = otime_sec
 
 
 def list_subvolumes(fs) -> list[SubvolInfo]:
@@ -290,17 +293,21 @@ def subvolume_path(fs, subvol_id: int) -> str | None:
     return None
 
 
-@dataclass
 class SnapshotInfo:
-    id: int
-    parent: int
-    children: list[int]
-    subvol: int
-    tree: int
-    depth: int
-    deleted: bool
-    own_sectors: int          # keys at this snapshot id
-    shared_sectors: int       # keys at its ancestors (shared with other snapshots)
+    __slots__ = ("id", "parent", "children", "subvol", "tree", "depth", "deleted", "own_sectors",
+                 "shared_sectors")
+
+    def __init__(self, id: int, parent: int, children: list[int], subvol: int, tree: int,
+                 depth: int, deleted: bool, own_sectors: int, shared_sectors: int):
+        self.id = id
+        self.parent = parent
+        self.children = children
+        self.subvol = subvol
+        self.tree = tree
+        self.depth = depth
+        self.deleted = deleted
+        self.own_sectors = own_sectors          # keys at this snapshot id
+        self.shared_sectors = shared_sectors    # keys at its ancestors (shared with others)
 
 
 def list_snapshots(fs) -> list[SnapshotInfo]:

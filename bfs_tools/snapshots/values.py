@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 from ..codec import record
 from ..formats.ids import KeyType, SnapshotFlags, SubvolumeFlags
 from ..keys import Key, register
@@ -13,17 +11,44 @@ SnapshotTreeValue = record("SnapshotTreeValue")
 SubvolumeValue = record("SubvolumeValue")
 
 
-@dataclass
-class Snapshot:
-    id: int
-    flags: int = 0
-    parent: int = 0
-    children_0: int = 0
-    children_1: int = 0
-    subvol: int = 0
-    tree: int = 0
-    depth: int = 0
-    pad: int = 0
+class _Value:
+    """Base of the decoded values below: __slots__ lists the fields in value
+    order (to_json and equality go through it). Plain classes, not dataclasses:
+    importing dataclasses costs every command ~20 ms of start-up."""
+
+    __slots__ = ()
+
+    def _astuple(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other):
+        # snapshots/cleanup.py rewrites a snapshot only when it changed
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._astuple() == other._astuple()
+
+    __hash__ = None   # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"
+
+
+class Snapshot(_Value):
+    __slots__ = ("id", "flags", "parent", "children_0", "children_1", "subvol", "tree", "depth",
+                 "pad")
+
+    def __init__(self, id: int, flags: int = 0, parent: int = 0, children_0: int = 0,
+                 children_1: int = 0, subvol: int = 0, tree: int = 0, depth: int = 0,
+                 pad: int = 0):
+        self.id = id
+        self.flags = flags
+        self.parent = parent
+        self.children_0 = children_0
+        self.children_1 = children_1
+        self.subvol = subvol
+        self.tree = tree
+        self.depth = depth
+        self.pad = pad
 
     @property
     def children(self) -> list[int]:
@@ -40,11 +65,13 @@ def decode_snapshot(k: Key) -> Snapshot:
     return Snapshot(k.pos[1], *v)
 
 
-@dataclass
-class SnapshotTree:
-    id: int
-    master_subvol: int = 0
-    root_snapshot: int = 0
+class SnapshotTree(_Value):
+    __slots__ = ("id", "master_subvol", "root_snapshot")
+
+    def __init__(self, id: int, master_subvol: int = 0, root_snapshot: int = 0):
+        self.id = id
+        self.master_subvol = master_subvol
+        self.root_snapshot = root_snapshot
 
     def key(self) -> Key:
         return Key((0, self.id, 0), KeyType.snapshot_tree,
@@ -56,17 +83,22 @@ def decode_snapshot_tree(k: Key) -> SnapshotTree:
     return SnapshotTree(k.pos[1], v.master_subvol, v.root_snapshot)
 
 
-@dataclass
-class Subvolume:
-    id: int
-    flags: int = 0
-    snapshot: int = 0
-    inode: int = 0
-    parent: int = 0
-    pad: int = 0
-    otime_sec: int = 0
-    otime_nsec: int = 0
-    pad2: int = 0
+class Subvolume(_Value):
+    __slots__ = ("id", "flags", "snapshot", "inode", "parent", "pad", "otime_sec", "otime_nsec",
+                 "pad2")
+
+    def __init__(self, id: int, flags: int = 0, snapshot: int = 0, inode: int = 0,
+                 parent: int = 0, pad: int = 0, otime_sec: int = 0, otime_nsec: int = 0,
+                 pad2: int = 0):
+        self.id = id
+        self.flags = flags
+        self.snapshot = snapshot
+        self.inode = inode
+        self.parent = parent
+        self.pad = pad
+        self.otime_sec = otime_sec
+        self.otime_nsec = otime_nsec
+        self.pad2 = pad2
 
     @property
     def read_only(self) -> bool:
@@ -113,7 +145,7 @@ def _subvol_text(k: Key) -> str:
 def _as_json(decode):
     def to_json(k: Key) -> dict:
         obj = decode(k)
-        return {f.name: getattr(obj, f.name) for f in fields(obj) if not f.name.startswith("pad")}
+        return {name: getattr(obj, name) for name in obj.__slots__ if not name.startswith("pad")}
     return to_json
 
 
