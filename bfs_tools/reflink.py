@@ -14,12 +14,12 @@ from __future__ import annotations
 import bisect
 import heapq
 import struct
+from collections import namedtuple
 from functools import partial
-from typing import NamedTuple
 
 from .codec import record
 from .errors import CorruptionError, FormatError
-from .extents import Extent, decode_extent
+from .extents import decode_extent
 from .formats.constants import REFLINK_IDX_MAX, REFLINK_REFCOUNT_MAX
 from .formats.ids import AccountingType, BtreeId, KeyType
 from .keys import Key, Pos, register, register_trigger
@@ -30,10 +30,8 @@ _unpack_p = ReflinkPValue.unpack
 RefcountHead = record("IndirectInlineDataValue")  # the refcount prefix shared by both kinds
 
 
-class ReflinkP(NamedTuple):
-    idx: int
-    front_pad: int
-    back_pad: int
+class ReflinkP(namedtuple("ReflinkP", "idx front_pad back_pad")):
+    __slots__ = ()
 
     def pack(self) -> bytes:
         try:
@@ -42,9 +40,7 @@ class ReflinkP(NamedTuple):
             raise FormatError(f"reflink_p: cannot encode {self}: {e}") from None
 
 
-class ReflinkV(NamedTuple):
-    refcount: int
-    extent: Extent
+ReflinkV = namedtuple("ReflinkV", "refcount extent")
 
 
 def decode_reflink_p(val: bytes) -> ReflinkP:
