@@ -220,7 +220,9 @@ class Store(JournalOwner):
                 continue
             seen.add(btree_id)
             try:
-                self.btrees.set_root(btree_id, level, key)
+                # read when first used, except by check (lenient), which reads
+                # every btree and records a damaged root as a finding here
+                self.btrees.set_root(btree_id, level, key, lazy=not self.btrees.lenient)
             except CorruptionError as e:
                 if not self.btrees.lenient:
                     raise
@@ -343,11 +345,10 @@ class Store(JournalOwner):
     def root_entries(self) -> list[tuple[int, int, Key]]:
         out = []
         for btree_id in sorted(self.btrees.roots):
-            root = self.btrees.roots[btree_id]
             key = self.btrees.root_ptr_key(btree_id)
             if key is None:
                 raise FormatError(f"root of {BtreeId(btree_id).name} not written (internal error)")
-            out.append((btree_id, root.level, key))
+            out.append((btree_id, self.btrees.root_level(btree_id), key))
         return out
 
     def commit(self) -> None:

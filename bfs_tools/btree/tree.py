@@ -81,6 +81,56 @@ class KeyReader:
         return None
 
 
+
+class Roots(dict):
+    """btree id -> root Node, each root read when first used. Opening an image
+    must not cost in proportion to its metadata: cat, ls and df use two or
+    three of the twelve btrees, and reading every root at open was most of an
+    open's work on a large image (the alloc root alone held 2,090 keys on a
+    1 GiB file's image). `unread` holds (level, pointer key) of the roots not
+    read yet: ids in it count as present (in, len, iteration, get); values()
+    and items() read every root, loaded() gives the ones in memory."""
+
+    __slots__ = ("unread", "_read")
+
+    def __init__(self, read: Callable[[int, int, Key], Node]):
+        super().__init__()
+        self.unread: dict[int, tuple[int, Key]] = {}
+        self._read = read
+
+    def __missing__(self, btree_id: int) -> Node:
+        level, ptr_key = self.unread[btree_id]      # KeyError for a btree without a root
+        node = self._read(btree_id, level, ptr_key)
+        del self.unread[btree_id]
+        self[btree_id] = node
+        return node
+
+    def get(self, btree_id: int, default=None):
+        if btree_id in self.unread:
+            return self[btree_id]
+        return dict.get(self, btree_id, default)
+
+    def __contains__(self, btree_id) -> bool:
+        return dict.__contains__(self, btree_id) or btree_id in self.unread
+
+    def __len__(self) -> int:
+        return dict.__len__(self) + len(self.unread)
+
+    def __iter__(self):
+        return iter(list(dict.keys(self)) + list(self.unread))
+
+    def keys(self):
+        return list(self)
+
+    def values(self):
+        return [self[b] for b in list(self)]
+
+    def items(self):
+        return [(b, self[b]) for b in list(self)]
+
+    def loaded(self):
+        return list(dict.values(self))
+
 class Btrees(KeyReader):
     """All btrees of an open image."""
 
@@ -93,7 +143,7 @@ class Btrees(KeyReader):
         self.csum_type = csum_type
         self.is_blacklisted = is_blacklisted
         self.capacity = node_size - NODE_HEADER_SIZE - BSET_HEADER_SIZE
-        self.roots: dict[int, Node] = {}
+        self.roots = Roots(self._read_root)
         self.space: NodeSpace | None = None
         self.dirty: set[Node] = set()
         self.lru: OrderedDict[int, Node] = OrderedDict()
@@ -112,11 +162,25 @@ class Btrees(KeyReader):
 
     # ------------------------------------------------------------------ roots
 
-    def set_root(self, btree_id: int, level: int, ptr_key: Key) -> None:
-        """Make the node `ptr_key` points at the root of `btree_id` (read lazily)."""
-        node = self.read_node(ptr_key, btree_id, level, POS_MIN, POS_MAX)
-        self.roots[btree_id] = node
+    def set_root(self, btree_id: int, level: int, ptr_key: Key, lazy: bool = False) -> None:
+        """Make the node `ptr_key` points at the root of `btree_id`: read now, or
+        when first used if `lazy` (a damaged root then fails the command that
+        needs that btree, with the same error)."""
+        if lazy:
+            # a pointer that cannot be followed fails the open, as a read would
+            self._checked_ptr(ptr_key, btree_id, level, POS_MIN, POS_MAX)
+            self.roots.unread[btree_id] = (level, ptr_key)
+            self.roots.pop(btree_id, None)
+        else:
+            self.roots[btree_id] = self._read_root(btree_id, level, ptr_key)
         self.changes += 1
+
+    def _read_root(self, btree_id: int, level: int, ptr_key: Key) -> Node:
+        return self.read_node(ptr_key, btree_id, level, POS_MIN, POS_MAX)
+
+    def root_level(self, btree_id: int) -> int:
+        unread = self.roots.unread.get(btree_id)
+        return unread[0] if unread is not None else self.roots[btree_id].level
 
     def new_empty_root(self, btree_id: int) -> Node:
         node = Node(btree_id, 0, POS_MIN, POS_MAX)
@@ -125,6 +189,9 @@ class Btrees(KeyReader):
         return node
 
     def root_ptr_key(self, btree_id: int) -> Key | None:
+        unread = self.roots.unread.get(btree_id)
+        if unread is not None:      # unchanged since open: the pointer it was opened with
+            return unread[1]
         root = self.roots.get(btree_id)
         if root is None or root.sector is None:
             return None
@@ -132,8 +199,11 @@ class Btrees(KeyReader):
 
     # ------------------------------------------------------------------ reading
 
-    def read_node(self, ptr_key: Key, btree_id: int, level: int, min_key: Pos,
-                  max_key: Pos) -> Node:
+    def _checked_ptr(self, ptr_key: Key, btree_id: int, level: int, min_key: Pos,
+                     max_key: Pos):
+        """(decoded pointer, where: the node named for messages) of a pointer that
+        may be followed: within the maximum depth, at the level expected, on the
+        device. CorruptionError otherwise."""
         p = decode_ptr(ptr_key)
         # the key range says which part of the btree is damaged
         where = (f"btree {_BTREE_NAMES.get(btree_id, btree_id)} "
@@ -145,11 +215,15 @@ class Btrees(KeyReader):
         if p.level != level:
             raise CorruptionError(f"{where}: pointer says level {p.level}, expected {level}",
                                   ERR["btree_node_bad_level"].id)
-        start = p.sector * SECTOR_SIZE
-        if p.sector == 0 or start + self.node_size > self.dev.size:
+        if p.sector == 0 or p.sector * SECTOR_SIZE + self.node_size > self.dev.size:
             raise CorruptionError(f"{where}: pointer outside the device",
                                   ERR["btree_node_unreadable"].id)
-        buf = self.dev.read(start, self.node_size)
+        return p, where
+
+    def read_node(self, ptr_key: Key, btree_id: int, level: int, min_key: Pos,
+                  max_key: Pos) -> Node:
+        p, where = self._checked_ptr(ptr_key, btree_id, level, min_key, max_key)
+        buf = self.dev.read(p.sector * SECTOR_SIZE, self.node_size)
         self.nodes_read += 1
         parsed = parse_node(buf, magic64=self.magic64, csum_type=self.csum_type,
                             block_size=self.block_size, is_blacklisted=self.is_blacklisted,
@@ -771,7 +845,7 @@ class Btrees(KeyReader):
         links form cycles, which only the cyclic collector would free: a full
         collection over every key read (~0.2 s for 100,000 files, at the latest
         when the interpreter exits). Unlinked, reference counting frees them."""
-        stack = list(self.roots.values())
+        stack = list(self.roots.loaded())
         while stack:
             node = stack.pop()
             node.parent = None
@@ -779,6 +853,7 @@ class Btrees(KeyReader):
                 stack.extend(c for c in node.children if c is not None)
                 node.children = None
         self.roots.clear()
+        self.roots.unread.clear()
         self.lru.clear()
         self.dirty.clear()
 
