@@ -457,14 +457,7 @@ class Btrees(KeyReader):
                 if leaf.dirty is None:
                     leaf.dirty = {}
                 leaf.dirty.update([(k.pos, None if k.type == 0 else k) for k in changed])
-            if journaled:
-                if not leaf.pin or seq < leaf.pin:
-                    leaf.pin = seq
-            else:
-                leaf.unjournaled = True
-            if seq > leaf.seq_max:
-                leaf.seq_max = seq
-            self.dirty.add(leaf)
+            self._note_write(leaf, seq, journaled)
         if split:
             self._split_many(leaf, seq, appending)
             return False
@@ -543,6 +536,11 @@ class Btrees(KeyReader):
         if leaf.dirty is None:
             leaf.dirty = {}
         leaf.dirty[pos] = key
+        self._note_write(leaf, seq, journaled)
+
+    def _note_write(self, leaf: Node, seq: int, journaled: bool) -> None:
+        """A changed leaf: pinned to the journal entry of seq (the oldest one
+        it needs kept for replay), or marked unjournalled; dirty."""
         if journaled:
             if not leaf.pin or seq < leaf.pin:
                 leaf.pin = seq
