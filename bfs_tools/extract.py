@@ -285,8 +285,9 @@ class _Writers:
             self._close_oldest()
 
     def shutdown(self) -> None:
-        """Stop the threads (waiting for the batch each may be writing: no fd they
-        use is closed under them), then close what is left open."""
+        """Stop the threads, then close what is left open. After an error (the walk
+        stops) batches not started are dropped; the one a thread is writing is
+        waited for: no fd a thread uses is closed under it."""
         for writer in self.writers:
             writer.shutdown(wait=True, cancel_futures=True)
         for frame, _finish, _seq in self.closing:
@@ -517,15 +518,15 @@ class Extractor:
         """(seq, name, shown, inode, data pieces, xattrs) for a writer thread: a regular
         file of at most SMALL_FILE bytes, not hard-linked, whose data and xattrs were
         read with its batch; its data is read and verified here. None when the file
-        takes the main thread's path instead (_one), which also reports damage
-        exactly as it always did."""
+        takes the main thread's path instead (_one): also when reading it failed,
+        _one then meets and reports the failure as for any file."""
         if (not inode.is_reg or inode.nlink > 1 or inode.size > SMALL_FILE
                 or kid.data is _UNREAD or kid.xattrs is _UNREAD):
             return None
         try:
             pieces = list(self._pieces(ReadContext(self.fs.store, shown), where, inode,
                                        kid.data))
-        except FormatError:
+        except (FormatError, OSError):     # damage, or a read error (DeviceError)
             return None
         return (self._seq, kid.entry.name, shown, inode, pieces, kid.xattrs)
 
@@ -534,10 +535,12 @@ class Extractor:
         is changed; what happened comes back in the _Tally."""
         tally = _Tally()
         for seq, name, shown, inode, pieces, xattrs in jobs:
+            set_xattrs = None
+            if xattrs:
+                def set_xattrs(fd, x=xattrs, s=shown, q=seq):
+                    self._set_xattrs(fd, s, x, tally.notes, q)
             try:
-                self._write_file(dfd, name, inode, pieces, tally,
-                                 lambda fd, x=xattrs, s=shown, q=seq:
-                                 self._set_xattrs(fd, s, x, tally.notes, q))
+                self._write_file(dfd, name, inode, pieces, tally, set_xattrs)
             except OSError as e:
                 tally.notes.append((seq, _host_error(shown, e)))
         return tally
@@ -630,7 +633,8 @@ class Extractor:
                     set_xattrs) -> None:
         """Create `name` in dfd and write the pieces, only those: holes stay holes,
         so a file claiming 2^62 bytes costs what it holds. A file that cannot be
-        extracted whole is removed. tally (files, bytes) counts it once written."""
+        extracted whole is removed. tally (files, bytes) counts it once written;
+        set_xattrs(fd) copies its xattrs (None or empty: it has none)."""
         fd = os.open(name, WRITE_FLAGS, 0o600, dir_fd=dfd)
         done = False
         try:
@@ -644,7 +648,8 @@ class Extractor:
                     n = os.pwrite(fd, view, start)
                     view, start = view[n:], start + n
                 end = max(end, start)
-            set_xattrs(fd)
+            if set_xattrs:
+                set_xattrs(fd)
             if end != size:     # a hole at the end, or data keys claiming less than the size
                 try:
                     os.ftruncate(fd, size)
