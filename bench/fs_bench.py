@@ -14,6 +14,11 @@ cProfile of one populate, or of one `get -r` of a bfs image:
     python bench/fs_bench.py --profile [SOURCE_DIR]
     python bench/fs_bench.py --profile-get IMAGE [DEST_PARENT]
 
+and the `get -r` row alone, for images already built (IMAGE: bfs, EXT4: ext4 of
+the same tree), extracting into a temporary directory in DEST_PARENT:
+
+    python bench/fs_bench.py --get-row IMAGE EXT4 [DEST_PARENT [RUNS]]
+
 (DEST_PARENT: where the tree is extracted, default a temporary directory; on
 an ext4 host that has just deleted a tree, file creation itself can cost
 ~300 us a file, for bfs and debugfs alike: extract into tmpfs, e.g. /dev/shm,
@@ -22,9 +27,12 @@ to see bfs's own cost.)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -114,22 +122,7 @@ def run(work: Path, runs: int, Row, measure, sparse, fmt_time) -> list:
                     f"{bfs_img.stat().st_blocks * 512 / 2**20:.0f} MiB")
         rows.append(row)
         # extraction of the whole tree
-        out = work / "out"
-
-        def clean(out=out):
-            if out.exists():
-                subprocess.run(["rm", "-rf", str(out)], check=True)
-
-        row = Row("fs", f"get -r {label}", measure(
-            [BFS, "get", str(bfs_img), "/", str(out), "-r"], runs=n, prepare=clean))
-        if shutil.which("debugfs") and ext_img.exists():
-            def clean_mkdir(out=out):
-                clean()
-                out.mkdir()
-            row.peers["debugfs rdump"] = measure(
-                ["debugfs", "-R", f"rdump / {out}", str(ext_img)], runs=n, prepare=clean_mkdir)
-        clean()
-        rows.append(row)
+        rows.append(get_row(label, bfs_img, ext_img, work / "out", n, Row, measure))
         for p in (bfs_img, ext_img, btr_img):
             p.unlink(missing_ok=True)
     # read bandwidth of one big file
@@ -155,6 +148,50 @@ def run(work: Path, runs: int, Row, measure, sparse, fmt_time) -> list:
     rows.append(row)
     img.unlink(missing_ok=True)
     return rows
+
+
+def get_row(label: str, bfs_img: Path, ext_img: Path, out: Path, runs: int, Row, measure):
+    """`bfs get -r` of the whole tree vs `debugfs -R "rdump / OUT"`, interleaved run
+    by run (the host's state, e.g. how recently ext4 freed inodes, drifts: both
+    tools see the same drift), OUT removed the same way before each run, one
+    warm-up round; the note gives each tool's median CPU (user/sys, children's
+    rusage around each run), where the kernel's share of file creation shows."""
+    def clean():
+        if out.exists():
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+
+    tools = {"bfs": ([BFS, "get", str(bfs_img), "/", str(out), "-r"], clean)}
+    if shutil.which("debugfs") and ext_img.exists():
+        def clean_mkdir():          # rdump extracts into an existing directory
+            clean()
+            out.mkdir()
+        tools["debugfs rdump"] = (["debugfs", "-R", f"rdump / {out}", str(ext_img)],
+                                  clean_mkdir)
+    timings = {name: [] for name in tools}
+    cpu = {name: [] for name in tools}
+    for i in range(1 + runs):
+        for name, (cmd, prepare) in tools.items():
+            prepare()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = measure(cmd, runs=1, warmup=False)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if i:
+                timings[name].append(t)
+                cpu[name].append((after.ru_utime - before.ru_utime,
+                                  after.ru_stime - before.ru_stime))
+    clean()
+
+    def merged(ts):
+        return dataclasses.replace(ts[0], times=[x for t in ts for x in t.times],
+                                   peak_kib=max(t.peak_kib for t in ts))
+
+    row = Row("fs", f"get -r {label}", merged(timings["bfs"]))
+    if "debugfs rdump" in tools:
+        row.peers["debugfs rdump"] = merged(timings["debugfs rdump"])
+    row.note = "; ".join(
+        f"{name} CPU user {statistics.median(u for u, _ in c):.2f} s, "
+        f"sys {statistics.median(s for _, s in c):.2f} s" for name, c in cpu.items())
+    return row
 
 
 def _profile_command(argv: list[str], top: int) -> None:
@@ -197,8 +234,29 @@ def profile_get(image: Path, parent: str | None, top: int = 25) -> None:
         _profile_command(["get", str(image), "/", str(Path(d) / "out"), "-r"], top)
 
 
+def get_row_alone(image: Path, ext4: Path, parent: str | None, runs: int) -> None:
+    """The `get -r` row for existing images (bfs, ext4 of the same tree), printed."""
+    import tempfile
+
+    from run import Row, fmt_time, measure
+
+    with tempfile.TemporaryDirectory(dir=parent) as d:
+        row = get_row(image.name, image, ext4, Path(d) / "out", runs, Row, measure)
+    print(f"{row.what}: bfs {fmt_time(row.ours.median)}", end="")
+    for name, t in row.peers.items():
+        print(f", {name} {fmt_time(t.median)}, ratio {row.ours.median / t.median:.2f}", end="")
+    print(f"\n  bfs runs: {' '.join(f'{x:.2f}' for x in row.ours.times)}")
+    for name, t in row.peers.items():
+        print(f"  {name} runs: {' '.join(f'{x:.2f}' for x in t.times)}")
+    print(f"  {row.note}")
+
+
 if __name__ == "__main__":
-    if "--profile-get" in sys.argv:
+    if "--get-row" in sys.argv:
+        args = [a for a in sys.argv[1:] if a != "--get-row"]
+        get_row_alone(Path(args[0]), Path(args[1]), args[2] if len(args) > 2 else None,
+                      int(args[3]) if len(args) > 3 else 5)
+    elif "--profile-get" in sys.argv:
         args = [a for a in sys.argv[1:] if a != "--profile-get"]
         profile_get(Path(args[0]), args[1] if len(args) > 1 else None)
     elif "--profile" in sys.argv:
