@@ -52,8 +52,10 @@ class Allocator:
         self.cursor = self.sb.first_bucket
         usable = self.sb.nbuckets - self.sb.first_bucket
         self.reserve = max(4, usable // 64)
+        # a read-only store never allocates: resuming would read the alloc
+        # btree's root at every open (the write points matter only to writers)
         for kind, (bucket, used) in (("btree", btree_wp), ("user", data_wp)):
-            if bucket:
+            if bucket and not store.read_only:
                 self._resume(kind, bucket, used)
 
     # ------------------------------------------------------------------ state

@@ -408,47 +408,30 @@ class Btrees(KeyReader):
         then one split if the leaf needs it. True: keys were deleted and the leaf
         is underfull (to merge when the batch is done)."""
         self.changes += len(keys)
-        lpos, lkeys = leaf.positions, leaf.keys
-        nbytes = leaf.bytes
+        lpos = leaf.positions
         deletes = False
         # keys up to the leaf's last one: inserted, overwritten or deleted one by
         # one; the rest (a copy's new inodes, dirents, extents) appended at once
         tail = bisect_right(positions, lpos[-1]) if lpos else 0
         changed = []
         lo = 0
+        edit = self._edit_leaf
         for k in keys[:tail]:
-            pos = k.pos
-            i = bisect_left(lpos, pos, lo)
-            if i < len(lpos) and lpos[i] == pos:
-                old = lkeys[i]
-                if k.type == 0:
-                    del lpos[i]
-                    del lkeys[i]
-                    nbytes -= HEADER_SIZE + len(old.val)
-                    deletes = True
-                else:
-                    lkeys[i] = k
-                    nbytes += len(k.val) - len(old.val)
-                    i += 1
+            lo, old, did = edit(leaf, k, lo)
+            if did:
                 changed.append(k)
-            elif k.type != 0:
-                lpos.insert(i, pos)
-                lkeys.insert(i, k)
-                nbytes += HEADER_SIZE + len(k.val)
-                i += 1
-                changed.append(k)
-            lo = i
+                deletes = deletes or k.type == 0
         appending = tail < len(keys)
         if appending:
             added = [k for k in keys[tail:] if k.type != 0]   # a deleted key removes nothing
-            lkeys += added
+            leaf.keys += added
             lpos += positions[tail:] if len(added) == len(keys) - tail else \
                 [k.pos for k in added]
-            nbytes += HEADER_SIZE * len(added) + sum(map(len, map(_val_of, added)))
+            leaf.bytes += HEADER_SIZE * len(added) + sum(map(len, map(_val_of, added)))
             changed += added
-        leaf.bytes = nbytes
         if not changed:
             return False
+        nbytes = leaf.bytes
         split = nbytes > self.capacity
         if not self.read_only:
             # as _mark_leaf_dirty, once for the batch; a leaf about to be split
@@ -500,33 +483,43 @@ class Btrees(KeyReader):
                        journaled: bool) -> tuple[Key | None, Node | None]:
         """(replaced key, the leaf if it is still in the tree else None)."""
         self.changes += 1
+        after, old, changed = self._edit_leaf(leaf, key)
+        if not changed:
+            return None, leaf
+        self._mark_leaf_dirty(leaf, key.pos, None if key.type == 0 else key, seq, journaled)
+        if leaf.bytes > self.capacity:
+            # a new last key: sequential inserts, split for them
+            self._split(leaf, seq, appending=old is None and after == len(leaf.positions))
+            return old, None
+        if key.type == 0 and leaf.bytes < self.capacity // 4 and leaf.parent is not None:
+            self._maybe_merge(leaf, seq)
+            return old, None
+        return old, leaf
+
+    @staticmethod
+    def _edit_leaf(leaf: Node, key: Key, lo: int = 0) -> tuple[int, Key | None, bool]:
+        """Put `key` among the leaf's keys (at or after index lo); a deleted key
+        removes the key at its position. (index just after it, the key it
+        replaced, whether the leaf changed); keeps leaf.bytes."""
         pos = key.pos
         positions = leaf.positions
-        i = bisect_left(positions, pos)
-        old = None
+        i = bisect_left(positions, pos, lo)
         if i < len(positions) and positions[i] == pos:
             old = leaf.keys[i]
             if key.type == 0:
                 del positions[i]
                 del leaf.keys[i]
                 leaf.bytes -= HEADER_SIZE + len(old.val)
-            else:
-                leaf.keys[i] = key
-                leaf.bytes += len(key.val) - len(old.val)
-        elif key.type == 0:
-            return None, leaf
-        else:
-            positions.insert(i, pos)
-            leaf.keys.insert(i, key)
-            leaf.bytes += HEADER_SIZE + len(key.val)
-        self._mark_leaf_dirty(leaf, pos, None if key.type == 0 else key, seq, journaled)
-        if leaf.bytes > self.capacity:
-            self._split(leaf, seq, appending=i == len(positions) - 1 and old is None)
-            return old, None
-        if key.type == 0 and leaf.bytes < self.capacity // 4 and leaf.parent is not None:
-            self._maybe_merge(leaf, seq)
-            return old, None
-        return old, leaf
+                return i, old, True
+            leaf.keys[i] = key
+            leaf.bytes += len(key.val) - len(old.val)
+            return i + 1, old, True
+        if key.type == 0:
+            return i, None, False
+        positions.insert(i, pos)
+        leaf.keys.insert(i, key)
+        leaf.bytes += HEADER_SIZE + len(key.val)
+        return i + 1, None, True
 
     def _mark_leaf_dirty(self, leaf: Node, pos: Pos, key: Key | None, seq: int,
                          journaled: bool) -> None:

@@ -761,3 +761,23 @@ def test_df_and_usage_show_shared(bfs, img, tmp_path):
     df = json.loads(bfs("df", img, "--json").out)
     assert df["reflink"] == {"shared_bytes": MiB, "exclusive_bytes": 64 * 1024,
                              "referenced_bytes": MiB}
+
+
+def test_cat_of_a_large_shared_file_streams_in_bounded_pieces(bfs, img, tmp_path):
+    """A reflinked file's data is read through the reflink btree while the stream
+    plans its runs (fs/stream.py): a file of 20 MiB of shared data (more than one
+    16 MiB run, large enough for the worker threads) reads back whole and
+    identical, from both the source and the copy, with a hole in between."""
+    data = data_of(20 << 20, seed=11)
+    src = tmp_path / "s"
+    src.write_bytes(data)
+    bfs("put", img, src, "/src")
+    bfs("reflink", img, "/src", "/dst")
+    assert bfs("cat", img, "/dst").out == data
+    assert bfs("cat", img, "/src").out == data
+    # the copy's pointers with a hole after them: shared bytes, then zeros
+    bfs("reflink", img, "/src", "/holey", "--length", "8M")
+    bfs("reflink", img, "/src", "/holey", "--src-offset", "12M", "--dst-offset", "12M")
+    out = bfs("cat", img, "/holey").out
+    assert out == data[:8 << 20] + bytes(4 << 20) + data[12 << 20:]
+    check_reflink(img)

@@ -52,6 +52,28 @@ def test_insert_many_split_reopen():
     s.close()
 
 
+def test_open_reads_no_btree_node_until_a_btree_is_used():
+    """Opening never walks metadata: roots are read when their btree is first
+    used, and only theirs (DESIGN: open cost independent of the image)."""
+    dev = mkdev(node=4096, bucket=16384)
+    s = Store.open(dev, write=True)
+    t = s.transaction()
+    for i in range(3000):
+        t.update(X, xkey(i, bytes(40)))
+    t.commit()
+    s.close()
+    s = Store.open(dev)
+    assert s.btrees.nodes_read == 0
+    assert s.btrees.roots[X].level >= 1 and s.btrees.nodes_read == 1
+    assert len(keys_of(s)) == 3000
+    read = s.btrees.nodes_read
+    assert X not in s.btrees.roots.unread and len(s.btrees.roots) == len(BtreeId)
+    # the other roots are still unread, and a commit keeps their pointers as they were
+    assert set(s.btrees.roots.unread) == set(BtreeId) - {X}
+    assert s.btrees.nodes_read == read
+    s.close()
+
+
 def test_delete_merges_and_collapses_root():
     dev = mkdev()
     s = Store.open(dev, write=True)
