@@ -53,14 +53,14 @@ def now() -> tuple[int, int]:
     return divmod(time.time_ns(), 1_000_000_000)
 
 
-_DTYPES = {stat.S_IFREG: DirentType.reg, stat.S_IFDIR: DirentType.dir,
+DTYPES = {stat.S_IFREG: DirentType.reg, stat.S_IFDIR: DirentType.dir,
            stat.S_IFLNK: DirentType.lnk, stat.S_IFCHR: DirentType.chr,
            stat.S_IFBLK: DirentType.blk, stat.S_IFIFO: DirentType.fifo,
            stat.S_IFSOCK: DirentType.sock}
 
 
 def dtype_of(mode: int) -> int:
-    return _DTYPES.get(stat.S_IFMT(mode), DirentType.unknown)
+    return DTYPES.get(stat.S_IFMT(mode), DirentType.unknown)
 
 
 # Where, Entry and Resolved are plain classes, not dataclasses: importing
@@ -294,6 +294,12 @@ class Filesystem:
                 if not _hidden_subvol(d, dir_where.subvol):
                     out.append(self._entry(dir_where, k, src, d))
         return out
+
+    def subvol_entry(self, dir_where: Where, k: Key, src=None) -> Entry | None:
+        """The entry of a subvolume's dirent `k` in dir_where, or None where
+        readdir does not show it (a snapshot's inherited copy)."""
+        d = decode_dirent(k.val)
+        return None if _hidden_subvol(d, dir_where.subvol) else self._entry(dir_where, k, src, d)
 
     def is_empty_dir(self, dir_where: Where, src=None) -> bool:
         src = src or self.btrees

@@ -81,6 +81,10 @@ class Inode:
     def is_lnk(self) -> bool:
         return stat.S_ISLNK(self.mode)
 
+    def fields(self) -> tuple:
+        """The stored fields, as an InodeValue."""
+        return tuple.__new__(InodeValue, _FIELDS(self))
+
     def pack(self) -> bytes:
         try:
             return _PACK(*_FIELDS(self))
