@@ -98,6 +98,7 @@ _unpack_inode = InodeValue.unpack
 _pack_inode = InodeValue.STRUCT.pack
 _S_IFMT = 0o170000      # the file type bits of a mode (stat.S_IFMT)
 _S_IFREG, _S_IFDIR, _S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+_REFLINK_P = KeyType.reflink_p
 # key types up to this one are deleted keys and whiteouts (keys.filter_visible)
 _WHITEOUTS = KeyType.hash_whiteout
 
@@ -163,12 +164,13 @@ class BulkKeys:
     parent directory, xattrs, symlinks, copied data, ranges of ancestor
     snapshots, read-only sources) is queued as usual, with its triggers."""
 
-    __slots__ = ("keys", "converted", "inodes", "unshared", "indirect", "referenced",
-                 "counted")
+    __slots__ = ("keys", "extent_keys", "indirect_keys", "converted", "inodes", "unshared",
+                 "indirect", "referenced", "counted")
 
     def __init__(self):
         self.keys: dict[int, list[Key]] = {BtreeId.inodes: [], BtreeId.dirents: [], E: [],
                                            R: []}
+        self.extent_keys, self.indirect_keys = self.keys[E], self.keys[R]
         # the sources' reflink_p keys, apart from the copy's: each list then is
         # in runs of ascending positions, which sort in a pass
         self.converted: list[Key] = []
@@ -188,7 +190,7 @@ class BulkKeys:
 
     def queue(self, trans) -> None:
         """Queue every key and add the summed trigger effects."""
-        self.keys[E] = self.converted + self.keys[E]
+        self.keys[E] = self.converted + self.extent_keys
         for btree_id, keys in self.keys.items():
             if keys:
                 trans.update_accounted(btree_id, keys)
@@ -508,10 +510,9 @@ class Remapper:
                     not self._read_only_subvol(src.subvol):
                 idx = self._alloc_idx(n)
                 p = _pack_p(idx, 0, 0)
-                bulk.keys[R].append(Key((0, idx + n, 0), vtype, _TWO_REFS + k.val, size=n))
-                bulk.converted.append(Key(k.pos, KeyType.reflink_p, p, size=n))
-                bulk.keys[E].append(Key((dst.inum, k.pos[1], dst.snapshot), KeyType.reflink_p, p,
-                                        size=n))
+                bulk.indirect_keys.append(Key((0, idx + n, 0), vtype, _TWO_REFS + k.val, n))
+                bulk.converted.append(Key(k.pos, _REFLINK_P, p, n))
+                bulk.extent_keys.append(Key((dst.inum, k.pos[1], dst.snapshot), _REFLINK_P, p, n))
                 bulk.shared(snap, n if k.type == KeyType.extent else 0, 2 * n)
                 return n
         need = 0
@@ -536,8 +537,8 @@ class Remapper:
             put_e, put_r, put_src, refs = (partial(t.update_new, E), partial(t.update_new, R),
                                            partial(t.update, E), _ZERO_REFS)
         else:
-            put_e, put_src = bulk.keys[E].append, bulk.converted.append
-            put_r, refs = bulk.keys[R].append, _TWO_REFS
+            put_e, put_src = bulk.extent_keys.append, bulk.converted.append
+            put_r, refs = bulk.indirect_keys.append, _TWO_REFS
         inum, dsnap = dst.inum, dst.snapshot
         sectors = 0
         extent_sectors = 0
