@@ -1,13 +1,14 @@
-"""The `bfs` executable. `check` and `cat` with plain arguments run without
-click; everything else is cli/main.py.
+"""The `bfs` executable. `check`, `cat` and `cp` with plain arguments run
+without click; everything else is cli/main.py.
 
 Importing click costs ~20 ms, a tenth of checking an image of the standard
-library and a fifth of `cat`'s start-up: `check` is what scripts and boot
-sequences run most, and `cat`'s bandwidth is compared with dd's. Plain means
-what click would parse the same way (cli/check_run.py check_args,
-cli/cat_run.py cat_args); anything else (help, usage errors, interactive
-repairs) goes through click, whose commands run the same functions. The error
-policy is the same either way (cli/plain.py).
+library and a fifth of `cat`'s and `cp`'s start-up: `check` is what scripts and
+boot sequences run most, `cat`'s bandwidth is compared with dd's and `cp`'s
+time with `cp --reflink` on btrfs. Plain means what click would parse the same
+way (cli/check_run.py check_args, cli/cat_run.py cat_args, cli/cp_run.py
+cp_args); anything else (help, usage errors, interactive repairs) goes through
+click, whose commands run the same functions. The error policy is the same
+either way (cli/plain.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def entry() -> None:
 
 
 def _plain_command(argv: list[str]):
-    """(run: () -> exit code, is_check) for a plain `check` or `cat`, else None."""
+    """(run: () -> exit code, is_check) for a plain `check`, `cat` or `cp`, else None."""
     if argv[:1] == ["check"]:
         from .check_run import check_args, run_check
 
@@ -51,6 +52,13 @@ def _plain_command(argv: list[str]):
         parsed = cat_args(argv[1:])
         if parsed is not None:
             return (lambda: run_cat(*parsed)), False
+    elif argv[:1] == ["cp"]:
+        from .cp_run import cp_args, run_cp
+
+        parsed = cp_args(argv[1:])
+        if parsed is not None:
+            image, src_path, dst_path, kw = parsed
+            return (lambda: run_cp(image, src_path, dst_path, **kw, ends_process=True)), False
     return None
 
 

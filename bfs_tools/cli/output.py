@@ -1,4 +1,5 @@
-"""Output helpers shared by the commands: sizes, JSON, the console, progress.
+"""Output helpers shared by the commands: sizes, JSON, messages; the consoles
+and the progress bar (cli/term.py).
 
 Data goes to stdout, messages to stderr. rich is imported only when a terminal
 needs it; names from disk are never interpreted as markup.
@@ -6,13 +7,16 @@ needs it; names from disk are never interpreted as markup.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 
 import click
 
 from ..errors import UsageError
+
+# the terminal lives in a module without click (the commands cli/entry.py runs
+# without it use it too); re-exported for the commands that import it from here
+from .term import Progress, console, err_console, stderr_is_tty, stdout_is_tty  # noqa: F401
 
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50,
            "e": 1 << 60}
@@ -65,39 +69,6 @@ def emit_json_line(obj) -> None:
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
 
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()
-
-
-_console = None
-_err_console = None
-
-
-def console():
-    """A rich console on stdout that never interprets markup in our text."""
-    global _console
-    if _console is None:
-        from rich.console import Console
-
-        _console = Console(markup=False, highlight=False, emoji=False,
-                           no_color=bool(os.environ.get("NO_COLOR")))
-    return _console
-
-
-def err_console():
-    global _err_console
-    if _err_console is None:
-        from rich.console import Console
-
-        _err_console = Console(stderr=True, markup=False, highlight=False, emoji=False,
-                               no_color=bool(os.environ.get("NO_COLOR")))
-    return _err_console
-
-
 def message(text: str) -> None:
     """A message for the user (stderr)."""
     click.echo(text, err=True)
@@ -105,53 +76,3 @@ def message(text: str) -> None:
 
 def warn(text: str) -> None:
     click.echo(f"bfs: warning: {text}", err=True)
-
-
-class Progress:
-    """A rich progress bar on a terminal (stderr); nothing otherwise."""
-
-    def __init__(self, description: str, total: int | None = None, enabled: bool | None = None):
-        self.enabled = stderr_is_tty() if enabled is None else enabled
-        self.description = description
-        self.total = total
-        self._progress = None
-        self._task = None
-
-    def __enter__(self) -> Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            from rich.progress import (
-                Progress as RichProgress,
-            )
-
-            self._progress = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                                          MofNCompleteColumn(), TimeElapsedColumn(),
-                                          console=err_console(), transient=True)
-            self._progress.__enter__()
-            self._task = self._progress.add_task(self.description, total=self.total)
-        return self
-
-    def advance(self, n: int = 1) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, n)
-
-    def update(self, *, completed: int | None = None, total: int | None = None,
-               description: str | None = None) -> None:
-        if self._progress is not None:
-            kwargs = {}
-            if completed is not None:
-                kwargs["completed"] = completed
-            if total is not None:
-                kwargs["total"] = total
-            if description is not None:
-                kwargs["description"] = description
-            self._progress.update(self._task, **kwargs)
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)

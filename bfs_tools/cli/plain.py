@@ -67,6 +67,17 @@ def quiet_stdout() -> None:
     os.close(devnull)
 
 
+# what a command leaves for os._exit to drop with the process (exit_now)
+_KEPT: list = []
+
+
+def keep_until_exit(obj) -> None:
+    """Keep obj alive until the process ends in exit_now: freeing a large image's
+    objects one at a time (keys, nodes, cached inodes) is time spent for nothing
+    when the process is about to go."""
+    _KEPT.append(obj)
+
+
 def exit_now(code: int) -> None:
     """Flush the output and leave without the interpreter's teardown. By then the
     image is closed and every file the command wrote is closed; what is left is

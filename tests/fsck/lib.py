@@ -135,13 +135,13 @@ class _Sink(io.TextIOWrapper):
 
 def run_cli(*argv, timeout: float | None = 30.0) -> Run:
     """`bfs ARGV` in this process: exit code, stdout, stderr (BFS_DEBUG unset)."""
-    from bfs_tools.cli import output
+    from bfs_tools.cli import term
     from bfs_tools.cli.main import main
 
     out, err = _Sink(), _Sink()
     old_handler = None
     debug = os.environ.pop("BFS_DEBUG", None)
-    output._console = output._err_console = None
+    term._console = term._err_console = None
     _reset_cli_state()
     if timeout:
         def on_alarm(signum, frame):
@@ -164,7 +164,7 @@ def run_cli(*argv, timeout: float | None = 30.0) -> Run:
         signal.signal(signal.SIGPIPE, saved_pipe)
         if debug is not None:
             os.environ["BFS_DEBUG"] = debug
-        output._console = output._err_console = None
+        term._console = term._err_console = None
     return Run(rc, out.value(), err.value())
 
 

@@ -1,6 +1,6 @@
-"""`bfs check` and `bfs cat` without click (cli/check_run.py check_args,
-cli/cat_run.py cat_args): plain arguments are
-taken as click takes them; anything else is left to click (None)."""
+"""`bfs check`, `bfs cat` and `bfs cp` without click (cli/check_run.py
+check_args, cli/cat_run.py cat_args, cli/cp_run.py cp_args): plain arguments
+are taken as click takes them; anything else is left to click (None)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,58 @@ def test_cat_plain_arguments(args, expected):
     from bfs_tools.cli.cat_run import cat_args
 
     assert cat_args(args) == expected
+
+
+CP_DEFAULTS = {"recursive": False, "reflink": "auto", "progress": None}
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["img", "/a", "/b"], ("img", "/a", "/b", {})),
+    (["img", "/a", "/b", "-r"], ("img", "/a", "/b", {"recursive": True})),
+    (["-r", "img", "/a", "/b"], ("img", "/a", "/b", {"recursive": True})),
+    (["img", "-R", "/a", "/b"], ("img", "/a", "/b", {"recursive": True})),
+    (["img", "/a", "/b", "--reflink=always"], ("img", "/a", "/b", {"reflink": "always"})),
+    (["img", "/a", "/b", "--reflink", "never"], ("img", "/a", "/b", {"reflink": "never"})),
+    (["--reflink", "never", "img", "/a", "/b"], ("img", "/a", "/b", {"reflink": "never"})),
+    (["img", "--reflink=never", "/a", "--reflink=auto", "/b"],      # the last one wins
+     ("img", "/a", "/b", {"reflink": "auto"})),
+    (["img", "/a", "/b", "--progress"], ("img", "/a", "/b", {"progress": True})),
+    (["img", "/a", "/b", "--progress", "--no-progress"], ("img", "/a", "/b", {"progress": False})),
+    (["img", "/a b", ""], ("img", "/a b", "", {})),
+])
+def test_cp_plain_arguments(args, expected):
+    from bfs_tools.cli.cp_run import cp_args
+    from bfs_tools.cli.reflink_cmd import cp_cmd
+
+    image, src, dst, kw = expected
+    kw = {**CP_DEFAULTS, **kw}
+    assert cp_args(args) == (image, src, dst, kw)
+    # what click makes of the same words
+    ctx = cp_cmd.make_context("cp", list(args))
+    assert ctx.params == {"image": image, "src_path": src, "dst_path": dst, **kw}
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["img", "/a"],                          # missing DST_PATH: click's usage error
+    ["img", "/a", "/b", "/c"],
+    ["--help"],
+    ["img", "/a", "/b", "-h"],
+    ["img", "/a", "/b", "-x"],              # unknown option
+    ["img", "/a", "/b", "--recursive"],
+    ["-rR", "img", "/a", "/b"],             # combined short flags: click parses them
+    ["img", "--", "/a", "/b"],
+    ["img", "/a", "-"],                     # '-' is an argument to click: left to it
+    ["img", "/a", "/b", "--reflink"],       # missing value
+    ["img", "/a", "/b", "--reflink="],
+    ["img", "/a", "/b", "--reflink=sometimes"],
+    ["img", "/a", "/b", "--reflink", "ALWAYS"],     # click's choices are case-sensitive
+    ["img", "/a", "/b", "--reflink", "-r"],
+    ["img", "/a", "/b", "--reflinks=auto"],
+    ["img", "/a", "/b", "--progress=yes"],
+    ["img", "/a", "/b", "--debug"],
+])
+def test_cp_anything_else_is_left_to_click(args):
+    from bfs_tools.cli.cp_run import cp_args
+
+    assert cp_args(args) is None
