@@ -18,11 +18,8 @@ import pytest
 
 BFS = str(Path(sys.executable).parent / "bfs")   # the installed command, as tests/conftest.py
 
-# not imported by `bfs cat IMAGE PATH` or `bfs check -n IMAGE`
+# not imported by `bfs cat IMAGE PATH`, `bfs check -n IMAGE` or `bfs cp IMAGE SRC DST`
 HEAVY = ("dataclasses", "typing", "inspect", "ast", "json", "click", "rich", "construct")
-# nor by `bfs cp IMAGE SRC DST`, which still imports dataclasses, and with it
-# inspect and ast, through remap.py and fs/populate.py (until they stop: then HEAVY)
-CP_HEAVY = ("typing", "json", "click", "rich", "construct")
 
 
 def imported_modules(*args) -> set[str]:
@@ -69,7 +66,7 @@ CP = [("cp", "{img}", "/small", "/copy"),
 @pytest.mark.parametrize("args", CP)
 def test_plain_cp_imports_nothing_heavy(image, args):
     argv = [a.format(img=image) for a in args]
-    heavy = imported_modules(*argv) & set(CP_HEAVY)
+    heavy = imported_modules(*argv) & set(HEAVY)
     assert not heavy, f"bfs {' '.join(argv)} imports {sorted(heavy)}"
 
 
