@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
+from itertools import islice
+from operator import attrgetter
 
 from .btree.ranges import read_ranges
 from .btree.tree import KeyReader
@@ -33,13 +35,22 @@ TRIGGER_ORDER = [BtreeId.subvolumes, BtreeId.snapshots, BtreeId.snapshot_trees,
                  BtreeId.accounting]
 
 _DELETED = KeyType.deleted
+_type_of = attrgetter("type")
+_pos_of = attrgetter("pos")
 BULK_BUILD_MIN = 512
 APPLY_SORTED_MIN = 64   # more keys in one btree: applied leaf by leaf (Btrees.apply_sorted)
 
 
-def _overlay(base: list[Key], updates: list[Key]) -> list[Key]:
-    """Sorted keys `base` with sorted `updates` applied (deleted keys remove)."""
-    merged = {k.pos: k for k in base}
+def _overlay(leaf, updates: list[Key], positions: list[Pos], deletes: bool) -> list[Key]:
+    """The keys of `leaf` with sorted `updates` (at `positions`; `deletes`: some
+    are deleted keys, which remove) applied."""
+    base = leaf.keys
+    if not base or positions[0] > base[-1].pos:
+        # all after the leaf's keys (a copy's new indirect extents): no dict, no sort
+        if deletes:
+            updates = [k for k in updates if k.type != _DELETED]
+        return base + updates
+    merged = dict(zip(leaf.positions, base, strict=True))
     for k in updates:
         if k.type == _DELETED:
             merged.pop(k.pos, None)
@@ -64,10 +75,20 @@ class Transaction(KeyReader):
         self._done: set[Pos] = set()
         self.deferred_state: dict = {}
         self._new: dict[int, set[Pos]] = {}      # positions known to hold no key
-        # the keys queued with update_accounted, by id (the queue holds them:
-        # the ids stay theirs) and their count per btree: their triggers do not run
+        # per btree, the positions queued with update() (not update_accounted),
+        # each once, in queueing order: those whose triggers run at commit.
+        # Kept apart so that the triggers of a bulk copy's few such keys do not
+        # cost a scan of its tens of thousands of accounted ones.
+        self._triggered: dict[int, list[Pos]] = {}
+        # the btrees holding keys queued with update_accounted, whose positions
+        # must not be queued again; for those, a set of their `_triggered`,
+        # made when first needed (a position queued twice) and brought up to
+        # date from there (kept as keys are queued, it would cost every update)
         self._accounted: set[int] = set()
-        self._nr_accounted: dict[int, int] = {}
+        self._triggered_sets: dict[int, set[Pos]] = {}
+        # the btrees where a deleted key was queued: the others are applied
+        # without looking for deleted keys among theirs (a pass over them all)
+        self._deletes: set[int] = set()
         self._before: dict[int, list[Callable]] = {}
         self.committed = False
 
@@ -170,8 +191,7 @@ class Transaction(KeyReader):
                                   "(internal error)")
         pending = self.updates.get(btree_id)
         if pending is None:
-            pending = self.updates[btree_id] = {}
-            self._positions[btree_id] = []
+            pending = self._new_queue(btree_id)
         pos = key.pos
         prev = pending.get(pos)
         if prev is None:
@@ -179,10 +199,13 @@ class Transaction(KeyReader):
             if positions and pos < positions[-1]:
                 self._unsorted.add(btree_id)
             positions.append(pos)
-        elif self._accounted and id(prev) in self._accounted:
+            self._triggered[btree_id].append(pos)
+        elif btree_id in self._accounted and not self._queued_by_update(btree_id, pos):
             # its trigger effects were added for the key queued first
             raise FormatError(f"key at {pos} in btree {BtreeId(btree_id).name} queued "
                               "twice, once with its triggers accounted (internal error)")
+        if key.type == _DELETED:
+            self._deletes.add(btree_id)
         pending[pos] = key
 
     def delete(self, btree_id: int, pos: Pos) -> None:
@@ -208,18 +231,34 @@ class Transaction(KeyReader):
             raise FormatError("update_accounted inside triggers (internal error)")
         pending = self.updates.get(btree_id)
         if pending is None:
-            pending = self.updates[btree_id] = {}
-            self._positions[btree_id] = []
-        positions = [k.pos for k in keys]
+            pending = self._new_queue(btree_id)
+        # (passes over the keys in the order they were made, so mostly in the
+        # order they lie in memory: at commit, in key order, each costs more)
+        positions = list(map(_pos_of, keys))
+        if _DELETED in set(map(_type_of, keys)):
+            self._deletes.add(btree_id)
         size = len(pending)
         pending.update(zip(positions, keys, strict=True))
         if len(pending) != size + len(positions):
             raise FormatError(f"update_accounted: a position in btree "
                               f"{BtreeId(btree_id).name} is queued twice (internal error)")
-        self._accounted.update(map(id, keys))
-        self._nr_accounted[btree_id] = self._nr_accounted.get(btree_id, 0) + len(keys)
+        self._accounted.add(btree_id)
         self._positions[btree_id] += positions
         self._unsorted.add(btree_id)    # (sorting sorted runs costs a pass, as checking)
+
+    def _queued_by_update(self, btree_id: int, pos: Pos) -> bool:
+        """Was the queued position `pos` queued with update(), not update_accounted?"""
+        queued = self._triggered[btree_id]     # (each position once)
+        known = self._triggered_sets.setdefault(btree_id, set())
+        if len(known) < len(queued):
+            known.update(islice(queued, len(known), None))
+        return pos in known
+
+    def _new_queue(self, btree_id: int) -> dict[Pos, Key]:
+        self._positions[btree_id] = []
+        self._triggered[btree_id] = []
+        pending = self.updates[btree_id] = {}
+        return pending
 
     def pending_new(self, btree_id: int, pos: Pos) -> Key | None:
         """The key queued at pos if the position held no key before this
@@ -258,28 +297,27 @@ class Transaction(KeyReader):
         get = self.btrees.get
         for order, btree_id in enumerate(TRIGGER_ORDER):
             self._processing = order
-            self._done = set()
+            done = self._done = set()
             for fn in self._before.pop(btree_id, []):
                 fn(self)
-            pending = self.updates.get(btree_id)
+            queued = self._triggered.get(btree_id)
+            if not queued:
+                continue
+            pending = self.updates[btree_id]
             known_new = self._new.get(btree_id, ())
-            accounted = self._accounted
-            skip = self._nr_accounted.get(btree_id, 0)
-            # every position done is pending: while some are not done (nor
-            # accounted), the triggers queued more keys in this btree
-            while pending and len(self._done) + skip < len(pending):
-                todo = [(p, k) for p, k in pending.items()
-                        if p not in self._done and id(k) not in accounted]
-                for pos, new in todo:
-                    self._done.add(pos)
-                    old = None if pos in known_new else get(btree_id, pos)
-                    fns = REGISTRY[old.type].triggers if old is not None else []
-                    if new.type != _DELETED:
-                        extra = REGISTRY[new.type].triggers
-                        if extra and extra is not fns:
-                            fns = fns + [f for f in extra if f not in fns]
-                    for fn in fns:
-                        fn(self, btree_id, old, None if new.type == _DELETED else new)
+            # the triggers may queue more keys in this btree (at positions not
+            # done yet): appended to `queued`, this loop reaches them too
+            for pos in queued:
+                done.add(pos)
+                new = pending[pos]
+                old = None if pos in known_new else get(btree_id, pos)
+                fns = REGISTRY[old.type].triggers if old is not None else []
+                if new.type != _DELETED:
+                    extra = REGISTRY[new.type].triggers
+                    if extra and extra is not fns:
+                        fns = fns + [f for f in extra if f not in fns]
+                for fn in fns:
+                    fn(self, btree_id, old, None if new.type == _DELETED else new)
         self._processing = None
         self._materialise_accounting()
 
@@ -330,13 +368,16 @@ class Transaction(KeyReader):
                     jrnl.add_keys(btree_id, list(pending.values()))
             store.journal_reserve(jrnl.seq)
             for btree_id, pending in self.updates.items():
-                keys = [pending[p] for p in self._sorted_positions(btree_id)]  # leaf after leaf
+                positions = self._sorted_positions(btree_id)     # leaf after leaf
+                keys = list(map(pending.__getitem__, positions))
                 root = self.btrees.roots[btree_id]
+                deletes = btree_id in self._deletes
                 if not journal and root.level == 0 and len(keys) > BULK_BUILD_MIN:
                     # a large import into a btree that is one leaf: build it bottom-up
-                    self.btrees.bulk_build(btree_id, _overlay(root.keys, keys), seq)
+                    self.btrees.bulk_build(btree_id, _overlay(root, keys, positions, deletes),
+                                           seq)
                 elif len(keys) > APPLY_SORTED_MIN:
-                    self.btrees.apply_sorted(btree_id, keys, seq, journal)
+                    self.btrees.apply_sorted(btree_id, keys, seq, journal, positions, deletes)
                 else:
                     self.btrees.apply_many(btree_id, keys, seq, journal)
         finally:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from bfs_tools.formats.ids import AccountingType, BtreeId
+from bfs_tools.formats.ids import AccountingType, BtreeId, KeyType
 
 from bfs_tools.alloc.accounting import acct_pos, read_counters
 from bfs_tools.errors import FormatError
 from bfs_tools.fs.inode import Inode
+from bfs_tools.keys import deleted_key
 from bfs_tools.store import Store
-from tests.engine_checks import mkdev
+from tests.engine_checks import X, keys_of, mkdev, xkey
 
 INODES = BtreeId.inodes
 
@@ -47,3 +48,50 @@ def test_an_accounted_position_cannot_be_queued_again():
     with pytest.raises(FormatError, match="internal error"):
         t.update_accounted(INODES, _inode_keys(10_001, 1))
     store.abort()
+
+
+def test_positions_queued_with_update_may_be_queued_again():
+    """A btree holding accounted keys tells them from the keys queued with
+    update(), however the two interleave: those may be queued again."""
+    store = Store.open(mkdev(), write=True)
+    base = _nr_inodes(store)
+    t = store.transaction()
+    accounted = _inode_keys(10_000, 5)
+    t.update_accounted(INODES, accounted)
+    t.acct(acct_pos(AccountingType.nr_inodes), [5])
+    first, second = _inode_keys(20_000, 2)
+    t.update_new(INODES, first)
+    t.update_new(INODES, first)         # again: fine
+    with pytest.raises(FormatError, match="internal error"):
+        t.update(INODES, accounted[3])
+    t.update_new(INODES, second)        # queued after that check, then again
+    t.update_new(INODES, second)
+    with pytest.raises(FormatError, match="internal error"):
+        t.update(INODES, accounted[0])
+    t.commit()
+    assert _nr_inodes(store) == base + 7   # each trigger ran once
+    store.close()
+
+
+@pytest.mark.parametrize("node", [65536, 4096])   # a one-leaf btree rebuilt, or many leaves
+@pytest.mark.parametrize("after", [False, True])    # the batch among the keys, or after them
+def test_accounted_deleted_keys_remove(node, after):
+    """Deleted keys queued with update_accounted remove their keys (or nothing),
+    among new keys and overwrites: the btree layer is told the batch holds
+    deletions."""
+    store = Store.open(mkdev(node=node, bucket=4 * node), write=True)
+    t = store.transaction()
+    for i in range(0, 1200, 2):
+        t.update(X, xkey(i))
+    t.commit(journal=False)
+    first = 1200 if after else 0
+    t = store.transaction()
+    batch = [deleted_key((1, i, 0)) if i % 4 == 0 else xkey(i, b"new")
+             for i in range(first, first + 1400)]
+    t.update_accounted(X, batch)
+    t.commit(journal=False)
+    want = {(1, i, 0) for i in range(0, 1200, 2)} - {k.pos for k in batch}
+    want |= {k.pos for k in batch if k.type != KeyType.deleted}
+    assert set(keys_of(store)) == want
+    store.close()
+    assert set(keys_of(Store.open(store.dev))) == want
