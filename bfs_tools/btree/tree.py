@@ -468,9 +468,9 @@ class Btrees(KeyReader):
                     at = self._edit_leaf(leaf, k, at)[0]
             added = islice(keys, tail, hi)
             added_pos = islice(positions, tail, hi)
-        nadded = len(leaf.keys)
+        before = len(leaf.keys)
         leaf.keys.extend(added)
-        nadded = len(leaf.keys) - nadded
+        nadded = len(leaf.keys) - before
         if changed is not None and not changed and not nadded:
             return False
         if nadded:
@@ -478,7 +478,7 @@ class Btrees(KeyReader):
             grown = HEADER_SIZE * nadded
             if leaf.bytes + grown <= self.capacity:
                 # (else it is split, which sums the values of all its keys)
-                grown += sum(map(len, map(_val_of, islice(leaf.keys, len(lpos) - nadded, None))))
+                grown += sum(map(len, map(_val_of, islice(leaf.keys, before, None))))
             leaf.bytes += grown
         split = leaf.bytes > self.capacity
         if not self.read_only:
