@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
+from itertools import islice, pairwise
+from operator import attrgetter, eq
 
 from .btree.ranges import read_ranges
 from .btree.tree import KeyReader
 from .errors import FormatError, ReadOnlyError
 from .formats.ids import BtreeId, KeyType
-from .keys import HEADER_SIZE, POS_MAX, POS_MIN, REGISTRY, Key, Pos, deleted_key
+from .keys import HEADER_SIZE, POS_MAX, POS_MIN, REGISTRY, Key, Pos, deleted_key, fmt_pos
 
 # Triggers may only queue updates in btrees after their own in this order.
 TRIGGER_ORDER = [BtreeId.subvolumes, BtreeId.snapshots, BtreeId.snapshot_trees,
@@ -33,13 +35,22 @@ TRIGGER_ORDER = [BtreeId.subvolumes, BtreeId.snapshots, BtreeId.snapshot_trees,
                  BtreeId.accounting]
 
 _DELETED = KeyType.deleted
+_type_of = attrgetter("type")
+_pos_of = attrgetter("pos")
 BULK_BUILD_MIN = 512
 APPLY_SORTED_MIN = 64   # more keys in one btree: applied leaf by leaf (Btrees.apply_sorted)
 
 
-def _overlay(base: list[Key], updates: list[Key]) -> list[Key]:
-    """Sorted keys `base` with sorted `updates` applied (deleted keys remove)."""
-    merged = {k.pos: k for k in base}
+def _overlay(leaf, updates: list[Key], positions: list[Pos], deletes: bool) -> list[Key]:
+    """The keys of `leaf` with sorted `updates` (at `positions`; `deletes`: some
+    are deleted keys, which remove) applied."""
+    base = leaf.keys
+    if not base or positions[0] > base[-1].pos:
+        # all after the leaf's keys (a copy's new indirect extents): no dict, no sort
+        if deletes:
+            updates = [k for k in updates if k.type != _DELETED]
+        return base + updates
+    merged = dict(zip(leaf.positions, base, strict=True))
     for k in updates:
         if k.type == _DELETED:
             merged.pop(k.pos, None)
@@ -48,11 +59,24 @@ def _overlay(base: list[Key], updates: list[Key]) -> list[Key]:
     return [merged[p] for p in sorted(merged)]
 
 
+def _queued_twice(btree_id: int, pos: Pos | None = None):
+    # its trigger effects were added for the key queued with update_accounted
+    what = f"key at {fmt_pos(pos)}" if pos is not None else "a key"
+    raise FormatError(f"{what} in btree {BtreeId(btree_id).name} queued twice, once with "
+                      "its triggers accounted (internal error)")
+
+
 class Transaction(KeyReader):
     def __init__(self, store):
         self.store = store
         self.btrees = store.btrees
-        self.updates: dict[int, dict[Pos, Key]] = {}
+        self._queues: dict[int, dict[Pos, Key]] = {}   # (`updates`)
+        # keys queued with update_accounted, per btree: the caller's lists, put
+        # in `_queues` only when the btree is read through the transaction
+        # (or `updates` is); an unjournalled commit applies them from here, so
+        # the tens of thousands of keys of a tree copy are never hashed into a
+        # dict (~10 ms for the standard library)
+        self._bulk: dict[int, list[list[Key]]] = {}
         # pending positions per btree, in queueing order; sorted when read
         # (_sorted_positions): a bulk copy queues keys all over a btree, and
         # inserting each in order would move all the positions after it
@@ -64,17 +88,33 @@ class Transaction(KeyReader):
         self._done: set[Pos] = set()
         self.deferred_state: dict = {}
         self._new: dict[int, set[Pos]] = {}      # positions known to hold no key
-        # the keys queued with update_accounted, by id (the queue holds them:
-        # the ids stay theirs) and their count per btree: their triggers do not run
-        self._accounted: set[int] = set()
-        self._nr_accounted: dict[int, int] = {}
+        # per btree, the positions queued with update() (not update_accounted),
+        # each once, in queueing order: those whose triggers run at commit.
+        # Kept apart so that the triggers of a bulk copy's few such keys do not
+        # cost a scan of its tens of thousands of accounted ones.
+        self._triggered: dict[int, list[Pos]] = {}
+        # the positions of the keys of `_bulk` put in `_queues`, which must not
+        # be queued again (a position still in `_bulk` queued again is found
+        # when the keys are sorted at commit)
+        self._accounted: dict[int, set[Pos]] = {}
+        # the btrees where a deleted key was queued: the others are applied
+        # without looking for deleted keys among theirs (a pass over them all)
+        self._deletes: set[int] = set()
         self._before: dict[int, list[Callable]] = {}
         self.committed = False
 
     # ------------------------------------------------------------------ reads
 
+    @property
+    def updates(self) -> dict[int, dict[Pos, Key]]:
+        """The queued keys, {btree id: {position: key}} (deleted keys included)."""
+        self._absorb_all()
+        return self._queues
+
     def get(self, btree_id: int, pos: Pos) -> Key | None:
-        pending = self.updates.get(btree_id)
+        if self._bulk:
+            self._absorb(btree_id)
+        pending = self._queues.get(btree_id)
         if pending is not None:
             k = pending.get(pos)
             if k is not None:
@@ -91,15 +131,18 @@ class Transaction(KeyReader):
     @property
     def _sorted(self) -> dict[int, list[Pos]]:
         """The pending positions of every btree, sorted."""
+        self._absorb_all()
         for btree_id in list(self._unsorted):
             self._sorted_positions(btree_id)
         return self._positions
 
     def _pending_range(self, btree_id: int, start: Pos, end: Pos) -> list[Key]:
+        if self._bulk:
+            self._absorb(btree_id)
         positions = self._sorted_positions(btree_id)
         if not positions:
             return []
-        pending = self.updates[btree_id]
+        pending = self._queues[btree_id]
         return [pending[p] for p in positions[bisect_left(positions, start):
                                               bisect_right(positions, end)]]
 
@@ -156,7 +199,7 @@ class Transaction(KeyReader):
         leaf after leaf (btree/ranges.py) while this transaction has queued
         nothing in the btree, else iter() per range. Queue nothing in the btree
         before the last range is read."""
-        if not self._positions.get(btree_id):
+        if not self._positions.get(btree_id) and btree_id not in self._bulk:
             return read_ranges(self.btrees, btree_id, ranges)
         return (list(self.iter(btree_id, start, end)) for start, end in ranges)
 
@@ -168,10 +211,9 @@ class Transaction(KeyReader):
             if order < self._processing or (order == self._processing and key.pos in self._done):
                 raise FormatError(f"trigger updated btree {BtreeId(btree_id).name} out of order "
                                   "(internal error)")
-        pending = self.updates.get(btree_id)
+        pending = self._queues.get(btree_id)
         if pending is None:
-            pending = self.updates[btree_id] = {}
-            self._positions[btree_id] = []
+            pending = self._new_queue(btree_id)
         pos = key.pos
         prev = pending.get(pos)
         if prev is None:
@@ -179,10 +221,11 @@ class Transaction(KeyReader):
             if positions and pos < positions[-1]:
                 self._unsorted.add(btree_id)
             positions.append(pos)
-        elif self._accounted and id(prev) in self._accounted:
-            # its trigger effects were added for the key queued first
-            raise FormatError(f"key at {pos} in btree {BtreeId(btree_id).name} queued "
-                              "twice, once with its triggers accounted (internal error)")
+            self._triggered[btree_id].append(pos)
+        elif self._accounted and pos in self._accounted.get(btree_id, ()):
+            _queued_twice(btree_id, pos)
+        if key.type == _DELETED:
+            self._deletes.add(btree_id)
         pending[pos] = key
 
     def delete(self, btree_id: int, pos: Pos) -> None:
@@ -203,23 +246,45 @@ class Transaction(KeyReader):
         run_triggers skips them. A tree copy's bulk path (remap.py) does this for
         its tens of thousands of keys, whose triggers would run one call per key
         to sum the same few counters. Each position must not be queued already,
-        nor again later (its accounted effect would be wrong then)."""
+        nor again later (its accounted effect would be wrong then): that is an
+        internal error, raised when the btree is next read through the
+        transaction or at commit. The list is kept (not copied) until the
+        commit: do not change it."""
         if self._processing is not None:
             raise FormatError("update_accounted inside triggers (internal error)")
-        pending = self.updates.get(btree_id)
-        if pending is None:
-            pending = self.updates[btree_id] = {}
-            self._positions[btree_id] = []
-        positions = [k.pos for k in keys]
-        size = len(pending)
-        pending.update(zip(positions, keys, strict=True))
-        if len(pending) != size + len(positions):
-            raise FormatError(f"update_accounted: a position in btree "
-                              f"{BtreeId(btree_id).name} is queued twice (internal error)")
-        self._accounted.update(map(id, keys))
-        self._nr_accounted[btree_id] = self._nr_accounted.get(btree_id, 0) + len(keys)
-        self._positions[btree_id] += positions
+        if btree_id not in self._queues:
+            self._new_queue(btree_id)
+        if _DELETED in set(map(_type_of, keys)):
+            self._deletes.add(btree_id)
+        self._bulk.setdefault(btree_id, []).append(keys)
+
+    def _absorb(self, btree_id: int) -> None:
+        """Put the keys queued with update_accounted in `btree_id` in its queue
+        (a read of the btree through the transaction needs them there)."""
+        batches = self._bulk.pop(btree_id, None)
+        if batches is None:
+            return
+        pending = self._queues[btree_id]
+        accounted = self._accounted.setdefault(btree_id, set())
+        for keys in batches:
+            positions = list(map(_pos_of, keys))
+            size = len(pending)
+            pending.update(zip(positions, keys, strict=True))
+            if len(pending) != size + len(positions):
+                _queued_twice(btree_id)
+            accounted.update(positions)
+            self._positions[btree_id] += positions
         self._unsorted.add(btree_id)    # (sorting sorted runs costs a pass, as checking)
+
+    def _absorb_all(self) -> None:
+        for btree_id in list(self._bulk):
+            self._absorb(btree_id)
+
+    def _new_queue(self, btree_id: int) -> dict[Pos, Key]:
+        self._positions[btree_id] = []
+        self._triggered[btree_id] = []
+        pending = self._queues[btree_id] = {}
+        return pending
 
     def pending_new(self, btree_id: int, pos: Pos) -> Key | None:
         """The key queued at pos if the position held no key before this
@@ -227,7 +292,7 @@ class Transaction(KeyReader):
         new = self._new.get(btree_id)
         if new is None or pos not in new:
             return None
-        k = self.updates[btree_id].get(pos)
+        k = self._queues[btree_id].get(pos)
         return None if k is None or k.type == _DELETED else k
 
     def before(self, btree_id: int, fn: Callable[[Transaction], None]) -> None:
@@ -250,7 +315,26 @@ class Transaction(KeyReader):
 
     @property
     def nr_updates(self) -> int:
-        return sum(len(p) for p in self.updates.values())
+        return (sum(len(p) for p in self._queues.values())
+                + sum(len(keys) for batches in self._bulk.values() for keys in batches))
+
+    def queued_bytes_over(self, limit: int) -> bool:
+        """Do the queued keys take more than `limit` bytes (headers and values)?
+        Counted only until they do, and without putting the keys queued with
+        update_accounted in `updates` (which a read of it does)."""
+        size = 0
+        for pending in self._queues.values():
+            for k in pending.values():
+                size += HEADER_SIZE + len(k.val)
+                if size > limit:
+                    return True
+        for batches in self._bulk.values():
+            for keys in batches:
+                for k in keys:
+                    size += HEADER_SIZE + len(k.val)
+                    if size > limit:
+                        return True
+        return False
 
     # ------------------------------------------------------------------ commit
 
@@ -258,30 +342,47 @@ class Transaction(KeyReader):
         get = self.btrees.get
         for order, btree_id in enumerate(TRIGGER_ORDER):
             self._processing = order
-            self._done = set()
+            done = self._done = set()
             for fn in self._before.pop(btree_id, []):
                 fn(self)
-            pending = self.updates.get(btree_id)
+            queued = self._triggered.get(btree_id)
+            if not queued:
+                continue
+            pending = self._queues[btree_id]
             known_new = self._new.get(btree_id, ())
-            accounted = self._accounted
-            skip = self._nr_accounted.get(btree_id, 0)
-            # every position done is pending: while some are not done (nor
-            # accounted), the triggers queued more keys in this btree
-            while pending and len(self._done) + skip < len(pending):
-                todo = [(p, k) for p, k in pending.items()
-                        if p not in self._done and id(k) not in accounted]
-                for pos, new in todo:
-                    self._done.add(pos)
-                    old = None if pos in known_new else get(btree_id, pos)
-                    fns = REGISTRY[old.type].triggers if old is not None else []
-                    if new.type != _DELETED:
-                        extra = REGISTRY[new.type].triggers
-                        if extra and extra is not fns:
-                            fns = fns + [f for f in extra if f not in fns]
-                    for fn in fns:
-                        fn(self, btree_id, old, None if new.type == _DELETED else new)
+            # the triggers may queue more keys in this btree (at positions not
+            # done yet): appended to `queued`, this loop reaches them too
+            for pos in queued:
+                done.add(pos)
+                new = pending[pos]
+                old = None if pos in known_new else get(btree_id, pos)
+                fns = REGISTRY[old.type].triggers if old is not None else []
+                if new.type != _DELETED:
+                    extra = REGISTRY[new.type].triggers
+                    if extra and extra is not fns:
+                        fns = fns + [f for f in extra if f not in fns]
+                for fn in fns:
+                    fn(self, btree_id, old, None if new.type == _DELETED else new)
         self._processing = None
         self._materialise_accounting()
+
+    def _sorted_keys(self, btree_id: int) -> tuple[list[Key], list[Pos]]:
+        """The keys queued in a btree, and their positions, in position order."""
+        pending = self._queues[btree_id]
+        batches = self._bulk.pop(btree_id, None)
+        if batches is None:
+            positions = self._sorted_positions(btree_id)
+            return list(map(pending.__getitem__, positions)), positions
+        # keys queued with update_accounted and not read since: sorted with the
+        # others as they are (the dict of `_absorb` would cost more than the sort)
+        keys = list(pending.values())
+        for more in batches:
+            keys += more
+        keys.sort(key=_pos_of)
+        positions = list(map(_pos_of, keys))
+        if any(map(eq, positions, islice(positions, 1, None))):
+            _queued_twice(btree_id, next(a for a, b in pairwise(positions) if a == b))
+        return keys, positions
 
     def _materialise_accounting(self) -> None:
         from .alloc.accounting import apply_deltas
@@ -304,7 +405,7 @@ class Transaction(KeyReader):
         elif self.acct_deltas:
             self._materialise_accounting()
         self.committed = True
-        if not self.updates:
+        if not self._queues:
             for fn in self.on_commit:
                 fn()
             return
@@ -318,25 +419,28 @@ class Transaction(KeyReader):
             # Fix (journal deadlock, see Journal.room): journal only what surely
             # fits before the bucket kept for the next flush entry.
             if journal and (max(sizes) > jrnl.max_size // 2
-                            or size + 16 * len(self.updates) > jrnl.room()):
+                            or size + 16 * len(self._queues) > jrnl.room()):
                 journal = False
+        # every btree's keys in order (leaf after leaf), all before any is applied
+        batches = [(btree_id, *self._sorted_keys(btree_id)) for btree_id in self._queues]
         if not journal:
             store.prepare_unjournalled()   # fix: older journal keys must not replay over these
         seq = jrnl.seq
         jrnl.trans_start = seq
         try:
             if journal:
-                for btree_id, pending in self.updates.items():
+                for btree_id, pending in self._queues.items():
                     jrnl.add_keys(btree_id, list(pending.values()))
             store.journal_reserve(jrnl.seq)
-            for btree_id, pending in self.updates.items():
-                keys = [pending[p] for p in self._sorted_positions(btree_id)]  # leaf after leaf
+            for btree_id, keys, positions in batches:
                 root = self.btrees.roots[btree_id]
+                deletes = btree_id in self._deletes
                 if not journal and root.level == 0 and len(keys) > BULK_BUILD_MIN:
                     # a large import into a btree that is one leaf: build it bottom-up
-                    self.btrees.bulk_build(btree_id, _overlay(root.keys, keys), seq)
+                    self.btrees.bulk_build(btree_id, _overlay(root, keys, positions, deletes),
+                                           seq)
                 elif len(keys) > APPLY_SORTED_MIN:
-                    self.btrees.apply_sorted(btree_id, keys, seq, journal)
+                    self.btrees.apply_sorted(btree_id, keys, seq, journal, positions, deletes)
                 else:
                     self.btrees.apply_many(btree_id, keys, seq, journal)
         finally:

@@ -18,15 +18,33 @@ def read_ranges(btrees, btree_id: int, ranges: Iterable[tuple[Pos, Pos]],
     A range that goes on into the next leaves is read through them, or, when
     `spill` is given, yields `spill` instead: the caller then reads it on its
     own, lazily (a file of many extents, or a hostile image's flood of keys,
-    builds nothing unbounded here)."""
+    builds nothing unbounded here).
+
+    Where a range's keys begin and end in its leaf is looked for from where
+    the previous range's began, one or two keys on first, then by bisection:
+    ranges of one key or none each (a tree copy's inodes, files of one
+    extent) cost a few comparisons instead of two bisections of the leaf."""
     leaf = None
+    prev = None
     for start, end in ranges:
-        if leaf is None or start < leaf.min_key or start > leaf.max_key:
+        # (a start before the previous one, against the order asked for, is
+        # looked for from the root, as a range in another leaf is)
+        if leaf is None or start > leaf.max_key or start < prev:
             leaf = btrees.find_leaf(btree_id, start)
-        if end <= leaf.max_key:
             positions = leaf.positions
-            yield leaf.keys[bisect_left(positions, start):bisect_right(positions, end)]
-        elif spill is not None:
-            yield spill
-        else:       # the range goes on in the next leaves
-            yield list(btrees.iter(btree_id, start, end))
+            n = len(positions)
+            i = 0   # every key before index i is before `start`
+        prev = start
+        if end > leaf.max_key:     # the range goes on in the next leaves
+            yield spill if spill is not None else list(btrees.iter(btree_id, start, end))
+            continue
+        if i < n and positions[i] < start:
+            i += 1
+            if i < n and positions[i] < start:
+                i = bisect_left(positions, start, i + 1)
+        j = i
+        if j < n and positions[j] <= end:
+            j += 1
+            if j < n and positions[j] <= end:
+                j = bisect_right(positions, end, j + 1)
+        yield leaf.keys[i:j]

@@ -18,13 +18,13 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from itertools import accumulate, repeat
-from operator import add, attrgetter
+from itertools import accumulate, islice
+from operator import attrgetter
 
 from ..errors import CorruptionError, FormatError
 from ..formats.constants import BTREE_MAX_DEPTH, SECTOR_SIZE
 from ..formats.fsck_errors import BY_NAME as ERR
-from ..formats.ids import BtreeId
+from ..formats.ids import BtreeId, KeyType
 from ..keys import HEADER_SIZE, POS_MAX, POS_MIN, Key, Pos, deleted_key, fmt_pos, pos_pred, pos_succ
 from .node import (
     BSET_HEADER_SIZE,
@@ -38,7 +38,10 @@ from .node import (
 from .ptr import PtrValue, decode_ptr, make_ptr_key, ptr_min_key
 
 PTR_KEY_BYTES = HEADER_SIZE + PtrValue.SIZE
+_DELETED = int(KeyType.deleted)
 _val_of = attrgetter("val")
+_pos_of = attrgetter("pos")
+_type_of = attrgetter("type")
 
 
 def _write_order(node: Node) -> tuple:
@@ -48,6 +51,28 @@ def _write_order(node: Node) -> tuple:
 # a node read names its btree in every message: a dict, not an enum lookup per read
 # (`BtreeId(b).name if b in iter(BtreeId)` cost ~12 us a node)
 _BTREE_NAMES = {int(b): b.name for b in BtreeId}
+
+def _fill_bounds(keys: list[Key], limit: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """Cut `keys` into nodes filled greedily: each takes keys while their bytes
+    fit in `limit` (at least one key). ([(start, end) of each node], the
+    running byte totals of the values). The cuts are found by bisection in the
+    running totals, summed in C, not by a Python step per key."""
+    vals = list(accumulate(map(len, map(_val_of, keys))))
+
+    def through(i: int) -> int:     # bytes of keys[:i + 1]
+        return vals[i] + HEADER_SIZE * (i + 1)
+
+    cuts = []
+    start, base = 0, 0
+    n = len(keys)
+    while True:
+        cut = max(bisect_right(range(n), base + limit, start, key=through), start + 1)
+        if cut >= n:
+            break
+        cuts.append(cut)
+        start, base = cut, through(cut - 1)
+    return list(zip([0, *cuts], [*cuts, n], strict=True)), vals
+
 
 class NodeSpace:
     """What the btree layer needs from the allocator (implemented in alloc/)."""
@@ -376,22 +401,28 @@ class Btrees(KeyReader):
             _old, leaf = self._apply_in_leaf(leaf, key, seq, journaled)
 
     def apply_sorted(self, btree_id: int, keys: list[Key], seq: int,
-                     journaled: bool = True) -> None:
+                     journaled: bool = True, positions: list[Pos] | None = None,
+                     deletes: bool | None = None) -> None:
         """apply_many() for a large batch (keys in ascending order, each position
         once), leaf by leaf: the keys that fall in one leaf are merged into it
         at once and an overfull leaf is cut into as many well-filled leaves as
         its keys need, instead of one _apply_in_leaf per key with a split each
         time the leaf fills (a tree copy queues ~16,000 keys per btree: 60 ms of
         per-key calls for the standard library). Same resulting keys; the node
-        boundaries may differ."""
-        positions = [k.pos for k in keys]
+        boundaries may differ. What the caller may know already, to save a pass
+        over the keys: `positions`, theirs; `deletes`, whether some are deleted
+        keys (a transaction knows both of its queue)."""
+        if positions is None:
+            positions = list(map(_pos_of, keys))
+        if deletes is None:
+            deletes = _DELETED in set(map(_type_of, keys))
         underfull: list[Node] = []
         i, n = 0, len(keys)
         while i < n:
             leaf = self.find_leaf(btree_id, positions[i])
             j = n if leaf.max_key >= positions[-1] else \
                 bisect_right(positions, leaf.max_key, i)
-            if self._merge_into_leaf(leaf, keys[i:j], positions[i:j], seq, journaled):
+            if self._merge_into_leaf(leaf, keys, positions, i, j, deletes, seq, journaled):
                 underfull.append(leaf)
             i = j
         # merges once every leaf has its deletes: a leaf's right sibling had not
@@ -402,49 +433,90 @@ class Btrees(KeyReader):
                     leaf.bytes < self.capacity // 4:
                 leaf = self._maybe_merge(leaf, seq)
 
-    def _merge_into_leaf(self, leaf: Node, keys: list[Key], positions: list[Pos], seq: int,
-                         journaled: bool) -> bool:
-        """_apply_in_leaf for each of `keys` (sorted, all inside the leaf's range),
-        then one split if the leaf needs it. True: keys were deleted and the leaf
-        is underfull (to merge when the batch is done)."""
-        self.changes += len(keys)
+    def _merge_into_leaf(self, leaf: Node, keys: list[Key], positions: list[Pos], lo: int,
+                         hi: int, with_deletes: bool, seq: int, journaled: bool) -> bool:
+        """_apply_in_leaf for each of keys[lo:hi] (sorted, all inside the leaf's
+        range; `with_deletes`: some may be deleted keys), then one split if the
+        leaf needs it. True: keys were deleted and the leaf is underfull (to
+        merge when the batch is done). The batch is read in place, not sliced:
+        each copy of a list of tens of thousands of keys touches every key."""
+        self.changes += hi - lo
         lpos = leaf.positions
-        deletes = False
-        # keys up to the leaf's last one: inserted, overwritten or deleted one by
-        # one; the rest (a copy's new inodes, dirents, extents) appended at once
-        tail = bisect_right(positions, lpos[-1]) if lpos else 0
-        changed = []
-        lo = 0
-        edit = self._edit_leaf
-        for k in keys[:tail]:
-            lo, old, did = edit(leaf, k, lo)
-            if did:
-                changed.append(k)
-                deletes = deletes or k.type == 0
-        appending = tail < len(keys)
-        if appending:
-            added = [k for k in keys[tail:] if k.type != 0]   # a deleted key removes nothing
-            leaf.keys += added
-            lpos += positions[tail:] if len(added) == len(keys) - tail else \
-                [k.pos for k in added]
-            leaf.bytes += HEADER_SIZE * len(added) + sum(map(len, map(_val_of, added)))
-            changed += added
-        if not changed:
+        # keys up to the leaf's last one: inserted, overwritten or deleted in
+        # place; the rest (a copy's new inodes, dirents, extents) appended at once
+        tail = bisect_right(positions, lpos[-1], lo, hi) if lpos else lo
+        deletes = False     # a key was removed
+        changed: list[Key] | None = None    # None: every key of the batch
+        if with_deletes:
+            changed = []
+            at = 0
+            for k in keys[lo:tail]:
+                at, _old, did = self._edit_leaf(leaf, k, at)
+                if did:
+                    changed.append(k)
+                    deletes = deletes or k.type == _DELETED
+            added = [k for k in keys[tail:hi] if k.type != _DELETED]   # (they remove nothing)
+            added_pos = list(map(_pos_of, added))
+        else:
+            if tail > lo and (tail - lo) * 4 >= len(lpos):
+                # many keys among the leaf's own (a copy turning a file's extents
+                # into reflink_p): merged by C-level passes, not one edit per key
+                self._overwrite_many(leaf, keys[lo:tail], positions[lo:tail])
+            else:
+                at = 0
+                for k in keys[lo:tail]:
+                    at = self._edit_leaf(leaf, k, at)[0]
+            added = islice(keys, tail, hi)
+            added_pos = islice(positions, tail, hi)
+        before = len(leaf.keys)
+        leaf.keys.extend(added)
+        nadded = len(leaf.keys) - before
+        if changed is not None and not changed and not nadded:
             return False
-        nbytes = leaf.bytes
-        split = nbytes > self.capacity
+        if nadded:
+            lpos.extend(added_pos)
+            grown = HEADER_SIZE * nadded
+            if leaf.bytes + grown <= self.capacity:
+                # (else it is split, which sums the values of all its keys)
+                grown += sum(map(len, map(_val_of, islice(leaf.keys, before, None))))
+            leaf.bytes += grown
+        split = leaf.bytes > self.capacity
         if not self.read_only:
             # as _mark_leaf_dirty, once for the batch; a leaf about to be split
             # is replaced by new nodes, written whole: its changed keys need no list
             if not split:
                 if leaf.dirty is None:
                     leaf.dirty = {}
-                leaf.dirty.update([(k.pos, None if k.type == 0 else k) for k in changed])
+                if changed is None:
+                    leaf.dirty.update(zip(islice(positions, lo, hi), islice(keys, lo, hi),
+                                          strict=True))
+                else:
+                    leaf.dirty.update([(k.pos, None if k.type == _DELETED else k)
+                                       for k in changed])
+                    leaf.dirty.update(zip(added_pos, added, strict=True))
             self._note_write(leaf, seq, journaled)
         if split:
-            self._split_many(leaf, seq, appending)
+            self._split_many(leaf, seq, nadded > 0)
             return False
-        return deletes and nbytes < self.capacity // 4 and leaf.parent is not None
+        return deletes and leaf.bytes < self.capacity // 4 and leaf.parent is not None
+
+    @staticmethod
+    def _overwrite_many(leaf: Node, keys: list[Key], positions: list[Pos]) -> None:
+        """Put `keys` (sorted, none deleted, inside the leaf's keys' range)
+        among the leaf's keys, overwriting those at the same positions; keeps
+        leaf.bytes. A dict of the leaf's keys takes them; its order stays the
+        leaf's (overwrites keep their place), and new positions are put in
+        order by a sort of two sorted runs (one merge pass)."""
+        merged = dict(zip(leaf.positions, leaf.keys, strict=True))
+        old = list(filter(None, map(merged.get, positions)))
+        merged.update(zip(positions, keys, strict=True))
+        if len(merged) == len(leaf.positions):     # overwrites only
+            leaf.keys[:] = merged.values()
+        else:
+            leaf.positions[:] = sorted(merged)
+            leaf.keys[:] = map(merged.__getitem__, leaf.positions)
+        leaf.bytes += (HEADER_SIZE * (len(keys) - len(old)) + sum(map(len, map(_val_of, keys)))
+                       - sum(map(len, map(_val_of, old))))
 
     def _split_many(self, node: Node, seq: int, appending: bool) -> None:
         """Cut an overfull leaf into as few leaves as hold its keys, each filled
@@ -453,28 +525,19 @@ class Btrees(KeyReader):
         keys)."""
         keys = node.keys
         limit = self.capacity * 9 // 10 if appending else self.capacity * 3 // 4
-        # greedy: each leaf takes keys while they fit in the limit (at least one);
-        # found by bisection in the running byte totals, summed in C
-        ends = list(accumulate(map(add, map(len, map(_val_of, keys)), repeat(HEADER_SIZE))))
-        cuts = []
-        start, base = 0, 0
-        while True:
-            cut = max(bisect_right(ends, base + limit, start), start + 1)
-            if cut >= len(keys):
-                break
-            cuts.append(cut)
-            start, base = cut, ends[cut - 1]
-        if not cuts:     # a single key larger than the limit: _split says so
+        bounds, vals = _fill_bounds(keys, limit)
+        node.bytes = vals[-1] + HEADER_SIZE * len(keys)     # (appends may not have summed)
+        if len(bounds) == 1:     # a single key larger than the limit: _split says so
             self._split(node, seq, appending)
             return
-        bounds = list(zip([0, *cuts], [*cuts, len(keys)], strict=True))
         new_nodes = []
         min_key = node.min_key
         positions = node.positions
         for a, b in bounds:
             max_key = node.max_key if b == len(keys) else keys[b - 1].pos
+            nbytes = vals[b - 1] - (vals[a - 1] if a else 0) + HEADER_SIZE * (b - a)
             new_nodes.append(self._new_from(node, keys[a:b], None, min_key, max_key, seq,
-                                            positions[a:b]))
+                                            positions[a:b], nbytes))
             if b < len(keys):
                 min_key = pos_succ(max_key)
         self._replace_in_parent([node], new_nodes, seq)
@@ -616,8 +679,9 @@ class Btrees(KeyReader):
         node.sector = None
 
     def _new_from(self, like: Node, keys: list[Key], children, min_key: Pos, max_key: Pos,
-                  seq: int, positions: list[Pos] | None = None) -> Node:
-        n = Node(like.btree_id, like.level, min_key, max_key, keys, children, positions)
+                  seq: int, positions: list[Pos] | None = None,
+                  nbytes: int | None = None) -> Node:
+        n = Node(like.btree_id, like.level, min_key, max_key, keys, children, positions, nbytes)
         n.pin = like.pin
         n.seq_max = max(like.seq_max, seq)
         self._mark_structural(n)
@@ -693,22 +757,14 @@ class Btrees(KeyReader):
     def _pack(self, btree_id: int, level: int, keys: list[Key], children, limit: int,
               seq: int) -> list[Node]:
         out: list[Node] = []
-        start = 0
-        acc = 0
-        n = len(keys)
-        bounds = []
-        for i, k in enumerate(keys):
-            sz = HEADER_SIZE + len(k.val)
-            if acc + sz > limit and i > start:
-                bounds.append((start, i))
-                start, acc = i, 0
-            acc += sz
-        bounds.append((start, n))
+        bounds, vals = _fill_bounds(keys, limit)
+        positions = list(map(_pos_of, keys))
         min_key = POS_MIN
         for bi, (a, b) in enumerate(bounds):
-            max_key = POS_MAX if bi == len(bounds) - 1 else keys[b - 1].pos
+            max_key = POS_MAX if bi == len(bounds) - 1 else positions[b - 1]
+            nbytes = (vals[b - 1] if b else 0) - (vals[a - 1] if a else 0) + HEADER_SIZE * (b - a)
             node = Node(btree_id, level, min_key, max_key, keys[a:b],
-                        children[a:b] if children is not None else None)
+                        children[a:b] if children is not None else None, positions[a:b], nbytes)
             node.seq_max = seq
             self._mark_structural(node)
             out.append(node)

@@ -15,13 +15,16 @@ import random
 import pytest
 from bfs_tools.formats.ids import BtreeId
 
+from bfs_tools.keys import HEADER_SIZE
 from bfs_tools.store import Store
 from bfs_tools.trans import APPLY_SORTED_MIN
 from tests.engine_checks import X, check_alloc_consistency, keys_of, mkdev, xkey
 
 
-def _batch(rng: random.Random, model: dict, serial: int) -> dict:
-    """{pos: value or None (delete)}: more than APPLY_SORTED_MIN positions."""
+def _batch(rng: random.Random, model: dict, serial: int, deletes: bool = True) -> dict:
+    """{pos: value or None (delete)}: more than APPLY_SORTED_MIN positions.
+    Without `deletes`, the overwrites and inserts of a batch without deleted
+    keys, merged into a leaf at once when they are many (_overwrite_many)."""
     out: dict = {}
     existing = sorted(model)
     top = existing[-1][1] if existing else 0
@@ -29,7 +32,7 @@ def _batch(rng: random.Random, model: dict, serial: int) -> dict:
         r = rng.random()
         if r < 0.3 and existing:                      # overwrite
             pos = rng.choice(existing)
-        elif r < 0.5 and existing:                    # delete
+        elif r < 0.5 and existing and deletes:        # delete
             out[rng.choice(existing)] = None
             continue
         elif r < 0.8:                                 # append after the last key
@@ -37,7 +40,7 @@ def _batch(rng: random.Random, model: dict, serial: int) -> dict:
             pos = (1, top, 0)
         else:                                         # insert anywhere, or delete nothing
             pos = (rng.randint(1, 2), rng.randint(0, 5000), 0)
-            if rng.random() < 0.1:
+            if deletes and rng.random() < 0.1:
                 out[pos] = None
                 continue
         size = rng.choice([0, 8, 60, 200, 900])
@@ -45,15 +48,30 @@ def _batch(rng: random.Random, model: dict, serial: int) -> dict:
     return out
 
 
+def _check_leaves(store) -> None:
+    """What the leaves keep beside their keys agrees with them: positions,
+    sorted and in the leaf's range, and the byte count splits and merges
+    go by."""
+    for node in store.btrees.walk_nodes(X):
+        if node.level:
+            continue
+        assert node.positions == [k.pos for k in node.keys]
+        assert node.positions == sorted(set(node.positions))
+        assert all(node.min_key <= p <= node.max_key for p in node.positions)
+        assert node.bytes == sum(HEADER_SIZE + len(k.val) for k in node.keys)
+        assert node.bytes <= store.btrees.capacity
+
+
+@pytest.mark.parametrize("deletes", [True, False])
 @pytest.mark.parametrize("seed", range(6))
-def test_apply_sorted_matches_model(seed):
+def test_apply_sorted_matches_model(seed, deletes):
     rng = random.Random(seed)
     dev = mkdev(16 << 20, node=4096, bucket=16384, block=512)
     store = Store.open(dev, write=True)
     model: dict = {}
     for serial in range(12):
         t = store.transaction()
-        batch = _batch(rng, model, serial)
+        batch = _batch(rng, model, serial, deletes)
         for pos, val in batch.items():
             if val is None:
                 t.delete(X, pos)
@@ -64,6 +82,7 @@ def test_apply_sorted_matches_model(seed):
                 model[pos] = k.val
         t.commit(journal=None if rng.random() < 0.5 else False)
         assert keys_of(store) == model
+        _check_leaves(store)
         if serial == 8:      # nearly everything goes: leaves merge, the root shrinks
             t = store.transaction()
             for pos in sorted(model)[3:]:

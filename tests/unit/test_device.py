@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 
 import pytest
 
 from bfs_tools.errors import DeviceBusyError, DeviceError, ReadOnlyError
+from bfs_tools.io import device
 from bfs_tools.io.device import FileDevice, FlushOp, MemoryDevice, RecordingDevice, WriteOp
 
 
@@ -79,6 +81,21 @@ def test_discard_punches_holes(tmp_path):
         dev.flush()
         assert dev.read(1 << 20, 4) == b"\0" * 4
     assert os.stat(p).st_blocks < before
+
+
+def test_discard_frees_whole_pages_a_span_at_a_time(tmp_path, monkeypatch):
+    """The pages wholly inside the range lose their data, in mappings of at most
+    _PUNCH_SPAN bytes; the partial pages at its ends keep theirs."""
+    monkeypatch.setattr(device, "_PUNCH_SPAN", 3 * mmap.PAGESIZE)
+    page = mmap.PAGESIZE
+    p = tmp_path / "a.img"
+    with FileDevice(str(p), write=True, create_size=16 * page) as dev:
+        dev.write(0, b"\xff" * (16 * page))
+        dev.discard(page + 100, 10 * page)      # pages 2..10 whole, 1 and 11 partly
+        data = dev.read(0, 16 * page)
+    assert data[:2 * page] == b"\xff" * (2 * page)
+    assert data[2 * page:11 * page] == bytes(9 * page)
+    assert data[11 * page:] == b"\xff" * (5 * page)
 
 
 def test_memory_device_is_sparse_and_clonable():
