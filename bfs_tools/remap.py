@@ -72,7 +72,7 @@ from .fs.filesystem import DTYPES, Where, now
 from .fs.inode import Inode, InodeValue
 from .fs.populate import NewDir, new_xattr
 from .fs.xattr import decode_xattr
-from .keys import HEADER_SIZE, Key, Pos, filter_visible
+from .keys import Key, Pos, filter_visible
 from .reflink import (
     ReflinkP,
     ReflinkPValue,
@@ -644,19 +644,7 @@ def commit(trans) -> None:
     without the journal (still atomic: the nodes are written before the commit
     point, Transaction.commit(journal=False)), so its keys are written once, not
     twice: sharing a 1 GiB file writes about half a MiB."""
-    trans.commit(journal=False if _queued_bytes_over(trans, BULK_BYTES) else None)
-
-
-def _queued_bytes_over(trans, limit: int) -> bool:
-    """Do the keys queued in `trans` take more than `limit` bytes? (Counted only
-    until they do: a tree copy queues tens of thousands.)"""
-    size = 0
-    for pending in trans.updates.values():
-        for k in pending.values():
-            size += HEADER_SIZE + len(k.val)
-            if size > limit:
-                return True
-    return False
+    trans.commit(journal=False if trans.queued_bytes_over(BULK_BYTES) else None)
 
 
 def _runs(segs: list[Segment]) -> list[list[Segment]]:
