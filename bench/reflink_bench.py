@@ -3,7 +3,9 @@
     python bench/run.py --only reflink
 
 Rows (whole processes, median of N runs after one warm-up, each run on a fresh
-copy of the prepared image / with the previous copy removed):
+copy of the prepared image / with the previous copy removed; bfs and the peers
+of a row take turns run by run, so a busy spell of a shared machine slows both
+sides of a ratio alike):
 
   * reflink of a 1 GiB file: `bfs reflink IMG /big /big.ref` vs
     `cp --reflink=always m/big m/big.ref`. The note gives the bytes bfs writes to
@@ -68,22 +70,38 @@ def _copy_image(src: Path, dst: Path) -> None:
     _quiet(["cp", "--sparse=always", str(src), str(dst)])
 
 
-def _timed(run_once, Timing, cmd, runs: int, prepare, env=None) -> object:
-    times, peak, rc = [], 0, 0
+def _timed(run_once, Timing, runs: int, jobs: list[tuple]) -> list:
+    """Time each job, (cmd, prepare, env), `runs` times after one warm-up, taking
+    turns round by round: on a shared machine a busy spell then slows every
+    side of a comparison alike, not whichever row ran during it."""
+    times = [[] for _ in jobs]
+    peaks, rcs = [0] * len(jobs), [0] * len(jobs)
     for i in range(runs + 1):
-        prepare()
-        dt, rss, rc = run_once(cmd, env=env)
-        if i == 0:
-            continue
-        times.append(dt)
-        peak = max(peak, rss)
-    if rc != 0:     # say why in the output
-        prepare()
-        p = subprocess.run(cmd, capture_output=True, env=env)
-        err = p.stderr.decode("utf-8", "replace").strip().splitlines()
-        print(f"  {' '.join(map(str, cmd))}: rc {p.returncode}: {err[-1] if err else ''}",
-              file=sys.stderr)
-    return Timing(times, peak, rc)
+        for j, (cmd, prepare, env) in enumerate(jobs):
+            prepare()
+            dt, rss, rcs[j] = run_once(cmd, env=env)
+            if i == 0:
+                continue
+            times[j].append(dt)
+            peaks[j] = max(peaks[j], rss)
+    for (cmd, prepare, env), rc in zip(jobs, rcs, strict=True):
+        if rc != 0:     # say why in the output
+            prepare()
+            p = subprocess.run(cmd, capture_output=True, env=env)
+            err = p.stderr.decode("utf-8", "replace").strip().splitlines()
+            print(f"  {' '.join(map(str, cmd))}: rc {p.returncode}: {err[-1] if err else ''}",
+                  file=sys.stderr)
+    return [Timing(t, peak, rc) for t, peak, rc in zip(times, peaks, rcs, strict=True)]
+
+
+def _row(run_once, Timing, runs: int, row, ours: tuple, peers: dict) -> object:
+    """row with `ours` (cmd, prepare, env) and each of `peers` ({name: job})
+    timed side by side."""
+    names = list(peers)
+    timings = _timed(run_once, Timing, runs, [ours] + [peers[n] for n in names])
+    row.ours = timings[0]
+    row.peers.update(zip(names, timings[1:], strict=True))
+    return row
 
 
 def _bytes_written(image: Path) -> int:
@@ -168,49 +186,43 @@ def run(work: Path, runs: int, Row, Timing, run_once) -> list:
         r = Row("reflink", "reflink 1 GiB file", None,
                 note=f"bfs writes {written / 1024:.0f} KiB to the image (RecordingDevice), "
                      f"image allocation +{grew / 1024:.0f} KiB; goal < 1 MiB")
-        r.ours = _timed(run_once, Timing, [BFS, "reflink", str(img), "/big", "/big.ref"], runs,
-                        fresh_big, env)
-        if problem is None:
-            r.peers["cp --reflink=always (btrfs)"] = _timed(
-                run_once, Timing, ["cp", "--reflink=always", str(m / "big"), str(m / "big.ref")],
-                runs, rm(m / "big.ref"))
-        rows.append(r)
+        peers = {} if problem else {"cp --reflink=always (btrfs)": (
+            ["cp", "--reflink=always", str(m / "big"), str(m / "big.ref")], rm(m / "big.ref"),
+            None)}
+        rows.append(_row(run_once, Timing, runs, r, (
+            [BFS, "reflink", str(img), "/big", "/big.ref"], fresh_big, env), peers))
         # 2. plain copy of it, for contrast
         r = Row("reflink", "copy 1 GiB file (--reflink=never)", None)
-        r.ours = _timed(run_once, Timing, [BFS, "cp", str(img), "/big", "/big.cp",
-                                           "--reflink=never"], runs, fresh_big, env)
-        if problem is None:
-            r.peers["cp --reflink=never (btrfs)"] = _timed(
-                run_once, Timing, ["cp", "--reflink=never", str(m / "big"), str(m / "big.cp")],
-                runs, rm(m / "big.cp"))
-        rows.append(r)
+        peers = {} if problem else {"cp --reflink=never (btrfs)": (
+            ["cp", "--reflink=never", str(m / "big"), str(m / "big.cp")], rm(m / "big.cp"),
+            None)}
+        rows.append(_row(run_once, Timing, runs, r, (
+            [BFS, "cp", str(img), "/big", "/big.cp", "--reflink=never"], fresh_big, env), peers))
         # 3. the standard library tree, shared then copied
         for mode in ("always", "never"):
             r = Row("reflink", f"cp -r --reflink={mode} stdlib ({nfiles} files)", None)
-            r.ours = _timed(run_once, Timing, [BFS, "cp", str(img), "/src", "/dst", "-r",
-                                               f"--reflink={mode}"], runs, fresh_tree, env)
-            if problem is None:
-                r.peers[f"cp -a --reflink={mode} (btrfs)"] = _timed(
-                    run_once, Timing, ["cp", "-a", f"--reflink={mode}", str(m / "src"),
-                                       str(m / "dst")], runs, rm(m / "dst"))
-                # bfs cp returns with the copy on the medium (its commit flushes);
-                # cp on a mounted btrfs returns with it in the page cache: the
-                # durable comparison adds syncfs
-                r.peers[f"cp -a --reflink={mode} + sync -f (btrfs)"] = _timed(
-                    run_once, Timing, ["sh", "-c", f'cp -a --reflink={mode} "$1" "$2" && '
-                                       'sync -f "$3"', "sh", str(m / "src"), str(m / "dst"),
-                                       str(m)], runs, rm(m / "dst"))
-            rows.append(r)
+            # bfs cp returns with the copy on the medium (its commit flushes);
+            # cp on a mounted btrfs returns with it in the page cache: the
+            # durable comparison adds syncfs
+            peers = {} if problem else {
+                f"cp -a --reflink={mode} (btrfs)": (
+                    ["cp", "-a", f"--reflink={mode}", str(m / "src"), str(m / "dst")],
+                    rm(m / "dst"), None),
+                f"cp -a --reflink={mode} + sync -f (btrfs)": (
+                    ["sh", "-c", f'cp -a --reflink={mode} "$1" "$2" && sync -f "$3"', "sh",
+                     str(m / "src"), str(m / "dst"), str(m)], rm(m / "dst"), None)}
+            rows.append(_row(run_once, Timing, runs, r, (
+                [BFS, "cp", str(img), "/src", "/dst", "-r", f"--reflink={mode}"], fresh_tree,
+                env), peers))
         # 4. a copy of that copy: every source key already a reflink_p, whose
         # indirect keys only get one more reference each
         _copy_image(img_tree0, img_tree1)
         _quiet([BFS, "cp", str(img_tree1), "/src", "/dst", "-r"], env=env)
         r = Row("reflink", f"cp -r --reflink=always of a copy ({nfiles} files)", None,
                 note="the source is itself a copy: shared already")
-        r.ours = _timed(run_once, Timing, [BFS, "cp", str(img), "/dst", "/dst2", "-r",
-                                           "--reflink=always"], runs,
-                        lambda: _copy_image(img_tree1, img), env)
-        rows.append(r)
+        rows.append(_row(run_once, Timing, runs, r, (
+            [BFS, "cp", str(img), "/dst", "/dst2", "-r", "--reflink=always"],
+            lambda: _copy_image(img_tree1, img), env), {}))
         if problem is not None:
             rows[0].note += f"; {problem}"
     finally:

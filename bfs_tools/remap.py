@@ -41,6 +41,7 @@ import stat
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from functools import partial
+from operator import attrgetter
 
 from .alloc.accounting import acct_pos
 from .errors import (
@@ -771,7 +772,7 @@ class _Src:
     copy's path, for messages (built when one needs it)."""
 
     __slots__ = ("where", "value", "key_snapshot", "_inode", "name", "parent", "_what", "data",
-                 "xattrs", "copy")
+                 "xattrs", "copy", "newdir")
 
     def __init__(self, where, name: bytes, parent: _Src | None, inode=None, what: str | None = None):
         self.where = where
@@ -785,6 +786,7 @@ class _Src:
         self.data = None
         self.xattrs = ()
         self.copy = None
+        self.newdir = None      # a directory: the NewDir of its copy
 
     @property
     def inode(self) -> Inode:
@@ -922,7 +924,7 @@ class Copier:
 
         dirent, subvol_type = KeyType.dirent, DirentType.subvol
         nodes = [top]
-        level = [top] if _is_dir(top.value) else []
+        level = [top] if top.value.mode & _S_IFMT == _S_IFDIR else []
         while level:
             # (each level is in inode order: the directories' dirents in one walk)
             children = []
@@ -951,9 +953,9 @@ class Copier:
                 c.value = _unpack_inode(k.val)
                 c.key_snapshot = k.pos[2]
             nodes += children
-            level = [c for c in children if _is_dir(c.value)]
+            level = [c for c in children if c.value.mode & _S_IFMT == _S_IFDIR]
         ordered = sorted(nodes, key=_btree_order)
-        files = [n for n in ordered if _is_reg(n.value)]
+        files = [n for n in ordered if n.value.mode & _S_IFMT == _S_IFREG]
         for n, keys in zip(files, _per_inode(t, E, [n.where.inum for n in files]), strict=True):
             vis = visible(n.where.snapshot)
             if len(keys) == 1 and keys[0].pos[2] in vis and keys[0].type > _WHITEOUTS:
@@ -984,7 +986,8 @@ class Copier:
         straight from the source's fields. Everything else gets an Inode, the
         general way."""
         fs, t, report = self.fs, self.trans, self.report
-        dirs = {id(into): pdir} if into is not None else {}
+        if into is not None:
+            into.newdir = pdir
         new_inodes = []
         bulk = BulkKeys()
         dirents, inode_keys = bulk.keys[BtreeId.dirents], bulk.keys[BtreeId.inodes]
@@ -998,7 +1001,7 @@ class Copier:
         for n in nodes:
             if n is into:
                 continue
-            d = dirs[id(n.parent)] if n.parent is not None else pdir
+            d = n.parent.newdir if n.parent is not None else pdir
             v = n.value
             mode = v.mode
             fmt = mode & _S_IFMT
@@ -1059,7 +1062,7 @@ class Copier:
                           fresh=True)
                 report.symlinks += 1
             elif is_dir:
-                dirs[id(n)] = NewDir(where, inode, True, "")
+                n.newdir = NewDir(where, inode, True, "")
                 d.inode.nlink += 1
                 report.dirs += 1
             else:
@@ -1142,16 +1145,8 @@ def _visible_key(keys: list[Key], visible) -> Key | None:
     return None
 
 
-def _is_dir(value) -> bool:
-    return value.mode & _S_IFMT == _S_IFDIR
-
-
-def _is_reg(value) -> bool:
-    return value.mode & _S_IFMT == _S_IFREG
-
-
-def _btree_order(n: _Src) -> tuple[int, int]:
-    return n.where.inum, n.where.snapshot
+# a source object's place in the btrees: (inum, snapshot), got in C
+_btree_order = attrgetter("where.inum", "where.snapshot")
 
 
 def _child_path(parent: str, name: bytes) -> str:
