@@ -45,9 +45,11 @@ def format_cmd(image, size, block_size, bucket_size, btree_node_size, label, uui
         report = {}
         if source is not None:
             from ..fs.populate import populate_from_directory
+            from .term import Progress
 
             def populate(store):
-                report.update(populate_from_directory(store, source, progress=progress))
+                with Progress("copying", enabled=progress) as bar:
+                    report.update(populate_from_directory(store, source, progress=bar))
         format_device(dev, geo, label=label, user_uuid=user_uuid,
                       data_csum=ChecksumType[data_checksum], populate=populate)
         rr = read_superblock(dev)

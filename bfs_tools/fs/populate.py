@@ -443,15 +443,14 @@ class Populator:
 
 
 def populate_from_directory(store, source: str, *, progress=None) -> dict:
-    """format --source: copy the contents of `source` into the root directory."""
-    from ..cli.output import Progress
+    """format --source: copy the contents of `source` into the root directory.
+    progress: the caller's progress bar (advance(n)), or None."""
     from ..gcpause import collector_paused
 
     fs = Filesystem(store)
-    total = None
-    with Progress("copying", total=total, enabled=progress) as bar, collector_paused():
+    with collector_paused():
         # (why the collector is paused: bfs_tools/gcpause.py; an import holds
         # thousands of queued keys until each commit)
-        pop = Populator(fs, progress=bar)
+        pop = Populator(fs, progress=progress)
         pop.copy_contents(source, fs.root(), set_root_attrs=True)
     return pop.report.as_dict()
