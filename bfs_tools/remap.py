@@ -92,8 +92,6 @@ _TWO_REFS = (2).to_bytes(8, "little")
 _DIRECT = {KeyType.extent: KeyType.reflink_v, KeyType.inline_data: KeyType.indirect_inline_data}
 _pack_p = ReflinkPValue.STRUCT.pack
 _pack_dirent_head = DirentHead.STRUCT.pack     # the name follows (fs/dirent.py Dirent.pack)
-_unpack_dirent_head = DirentHead.STRUCT.unpack_from
-_DIRENT_HEAD = DirentHead.SIZE
 _DT_UNKNOWN = DirentType.unknown
 _unpack_inode = InodeValue.unpack
 _pack_inode = InodeValue.STRUCT.pack
@@ -922,26 +920,13 @@ class Copier:
                 v = views[snapshot] = fs.visible(snapshot)
             return v
 
-        dirent, subvol_type = KeyType.dirent, DirentType.subvol
         nodes = [top]
         level = [top] if top.value.mode & _S_IFMT == _S_IFDIR else []
         while level:
             # (each level is in inode order: the directories' dirents in one walk)
-            children = []
-            ranges = [((d.where.inum, 0, 0), (d.where.inum, U64_MAX, U32_MAX)) for d in level]
-            for d, keys in zip(level, t.read_ranges(BtreeId.dirents, ranges), strict=True):
-                dw = d.where
-                for k in filter_visible(keys, visible(dw.snapshot)):
-                    if k.type != dirent:
-                        continue
-                    target, d_type = _unpack_dirent_head(k.val)
-                    if d_type == subvol_type:
-                        e = fs.subvol_entry(dw, k, t)
-                        if e is not None:
-                            children.append(_Src(e.where, e.name, d))
-                        continue
-                    children.append(_Src(Where(dw.subvol, dw.snapshot, target),
-                                         k.val[_DIRENT_HEAD:], d))
+            children = [_Src(where, name, d) for d, entries in zip(
+                level, fs.read_dirs([d.where for d in level], t), strict=True)
+                for where, name in entries]
             children.sort(key=_btree_order)
             inodes = _per_inode(t, BtreeId.inodes, [c.where.inum for c in children])
             for c, keys in zip(children, inodes, strict=True):

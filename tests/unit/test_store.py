@@ -52,16 +52,21 @@ def test_insert_many_split_reopen():
     s.close()
 
 
+def _fill(dev, n: int) -> None:
+    """Commit n keys of 40-byte values to the xattrs btree of dev (several levels)."""
+    s = Store.open(dev, write=True)
+    t = s.transaction()
+    for i in range(n):
+        t.update(X, xkey(i, bytes(40)))
+    t.commit()
+    s.close()
+
+
 def test_open_reads_no_btree_node_until_a_btree_is_used():
     """Opening never walks metadata: roots are read when their btree is first
     used, and only theirs (DESIGN: open cost independent of the image)."""
     dev = mkdev(node=4096, bucket=16384)
-    s = Store.open(dev, write=True)
-    t = s.transaction()
-    for i in range(3000):
-        t.update(X, xkey(i, bytes(40)))
-    t.commit()
-    s.close()
+    _fill(dev, 3000)
     s = Store.open(dev)
     assert s.btrees.nodes_read == 0
     assert s.btrees.roots[X].level >= 1 and s.btrees.nodes_read == 1
@@ -76,12 +81,7 @@ def test_open_reads_no_btree_node_until_a_btree_is_used():
 
 def test_delete_merges_and_collapses_root():
     dev = mkdev()
-    s = Store.open(dev, write=True)
-    t = s.transaction()
-    for i in range(3000):
-        t.update(X, xkey(i, bytes(40)))
-    t.commit()
-    s.close()
+    _fill(dev, 3000)
     s = Store.open(dev, write=True)
     assert s.btrees.roots[X].level >= 1
     t = s.transaction()
