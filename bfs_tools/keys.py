@@ -32,6 +32,8 @@ _HEADER = layout("KeyHeader")[0]  # val_len, type, flags, size, version, inode, 
 HEADER_SIZE = _HEADER.size
 _unpack_header = _HEADER.unpack_from
 _pack_header = _HEADER.pack
+# (len(val), type, flags, size, version, inode, offset, snapshot) -> a key's header
+pack_key_header = _pack_header
 
 
 class Key:
@@ -97,6 +99,12 @@ def encode_keys(keys) -> bytes:
         parts.append(pack(len(k.val), k.type, 0, k.size, k.version, inode, offset, snapshot))
         parts.append(k.val)
     return b"".join(parts)
+
+
+def encoded_pos(buf: bytes, offset: int = 0) -> Pos:
+    """The position of the key encoded at buf[offset:] (encode_key's form)."""
+    _vlen, _type, _flags, _size, _version, inode, offset_, snapshot = _unpack_header(buf, offset)
+    return (inode, offset_, snapshot)
 
 
 def decode_keys(buf: bytes, start: int = 0, end: int | None = None, what: str = "keys") -> list[Key]:

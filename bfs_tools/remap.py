@@ -73,7 +73,7 @@ from .fs.filesystem import DTYPES, Where, now
 from .fs.inode import Inode, InodeValue
 from .fs.populate import NewDir, new_xattr
 from .fs.xattr import decode_xattr
-from .keys import Key, Pos, filter_visible
+from .keys import Key, Pos, encode_key, filter_visible, pack_key_header
 from .reflink import (
     ReflinkP,
     ReflinkPValue,
@@ -89,7 +89,8 @@ _ZERO_REFS = bytes(8)
 # a new indirect key of the bulk path: referenced by the source and by the copy
 _TWO_REFS = (2).to_bytes(8, "little")
 # the indirect key type a directly stored data key becomes
-_DIRECT = {KeyType.extent: KeyType.reflink_v, KeyType.inline_data: KeyType.indirect_inline_data}
+_DIRECT = {KeyType.extent: int(KeyType.reflink_v),
+           KeyType.inline_data: int(KeyType.indirect_inline_data)}
 _pack_p = ReflinkPValue.STRUCT.pack
 _pack_dirent_head = DirentHead.STRUCT.pack     # the name follows (fs/dirent.py Dirent.pack)
 _DT_UNKNOWN = DirentType.unknown
@@ -97,7 +98,9 @@ _unpack_inode = InodeValue.unpack
 _pack_inode = InodeValue.STRUCT.pack
 _S_IFMT = 0o170000      # the file type bits of a mode (stat.S_IFMT)
 _S_IFREG, _S_IFDIR, _S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
-_REFLINK_P = KeyType.reflink_p
+_REFLINK_P = int(KeyType.reflink_p)
+_INODE = int(KeyType.inode)
+_DIRENT = int(KeyType.dirent)
 # key types up to this one are deleted keys and whiteouts (keys.filter_visible)
 _WHITEOUTS = KeyType.hash_whiteout
 
@@ -163,19 +166,22 @@ class BulkKeys:
     parent directory, xattrs, symlinks, copied data, ranges of ancestor
     snapshots, read-only sources) is queued as usual, with its triggers."""
 
-    __slots__ = ("keys", "extent_keys", "indirect_keys", "converted", "inodes", "unshared",
-                 "indirect", "referenced", "counted")
+    __slots__ = ("extents", "indirect", "inodes", "dirents", "converted", "unshared",
+                 "indirect_sectors", "referenced", "counted")
 
     def __init__(self):
-        self.keys: dict[int, list[Key]] = {BtreeId.inodes: [], BtreeId.dirents: [], E: [],
-                                           R: []}
-        self.extent_keys, self.indirect_keys = self.keys[E], self.keys[R]
-        # the sources' reflink_p keys, apart from the copy's: each list then is
-        # in runs of ascending positions, which sort in a pass
+        # the copy's new keys, encoded (keys.encode_key's form), for
+        # Transaction.update_appended: they come after every key of their
+        # btrees, so they are written as new leaves without becoming Key objects
+        self.extents: list[bytes] = []      # the copies' reflink_p keys, in order
+        self.indirect: list[bytes] = []     # the new reflink_v keys, in order
+        self.inodes: dict[int, bytes] = {}  # inode number -> its inode key
+        self.dirents: dict[int, dict[int, bytes]] = {}  # directory -> slot -> dirent key
+        # the sources' reflink_p keys (in place of their extents: Key objects,
+        # merged among the btree's keys), in runs of ascending positions
         self.converted: list[Key] = []
-        self.inodes = 0
         self.unshared: dict[int, int] = {}   # snapshot -> extent sectors now indirect
-        self.indirect = 0       # sectors of the new reflink_v keys
+        self.indirect_sectors = 0   # sectors of the new reflink_v keys
         self.referenced = 0     # sectors the new reflink_p keys map
         self.counted: dict[Pos, list] = {}   # existing indirect key -> [key, references]
 
@@ -184,24 +190,36 @@ class BulkKeys:
         indirect; the new reflink_p keys map `referenced` sectors."""
         if extent_sectors:
             self.unshared[snapshot] = self.unshared.get(snapshot, 0) + extent_sectors
-            self.indirect += extent_sectors
+            self.indirect_sectors += extent_sectors
         self.referenced += referenced
 
     def queue(self, trans) -> None:
         """Queue every key and add the summed trigger effects."""
-        self.keys[E] = self.converted + self.extent_keys
-        for btree_id, keys in self.keys.items():
-            if keys:
-                trans.update_accounted(btree_id, keys)
-        if self.inodes:
-            trans.acct(acct_pos(AccountingType.nr_inodes), [self.inodes])
+        if self.converted:
+            trans.update_accounted(E, self.converted)
+        trans.update_appended(E, self.extents)
+        trans.update_appended(R, self.indirect)
+        inodes = self.inodes
+        trans.update_appended(BtreeId.inodes, list(map(inodes.__getitem__, sorted(inodes))))
+        trans.update_appended(BtreeId.dirents, [
+            entries[slot] for _dir, entries in sorted(self.dirents.items())
+            for slot in sorted(entries)])
+        if inodes:
+            trans.acct(acct_pos(AccountingType.nr_inodes), [len(inodes)])
         for snapshot, sectors in self.unshared.items():
             trans.acct(acct_pos(AccountingType.snapshot, snapshot), [-sectors])
-        if self.indirect or self.referenced:
+        if self.indirect_sectors or self.referenced:
             # reflink counters: indirect sectors, referenced sectors
-            trans.acct(acct_pos(AccountingType.reflink), [self.indirect, self.referenced])
+            trans.acct(acct_pos(AccountingType.reflink), [self.indirect_sectors,
+                                                          self.referenced])
         if self.counted:
             add_counted_references(trans, self.counted)
+
+
+def _encoding_into(encoded: list[bytes]):
+    """key -> append its encoding to `encoded`."""
+    append = encoded.append
+    return lambda key: append(encode_key(key))
 
 
 def _round_up(n: int, to: int) -> int:
@@ -509,9 +527,12 @@ class Remapper:
                     not self._read_only_subvol(src.subvol):
                 idx = self._alloc_idx(n)
                 p = _pack_p(idx, 0, 0)
-                bulk.indirect_keys.append(Key((0, idx + n, 0), vtype, _TWO_REFS + k.val, n))
+                val = _TWO_REFS + k.val
+                bulk.indirect.append(pack_key_header(len(val), vtype, 0, n, 0, 0, idx + n, 0)
+                                     + val)
                 bulk.converted.append(Key(k.pos, _REFLINK_P, p, n))
-                bulk.extent_keys.append(Key((dst.inum, k.pos[1], dst.snapshot), _REFLINK_P, p, n))
+                bulk.extents.append(pack_key_header(len(p), _REFLINK_P, 0, n, 0, dst.inum,
+                                                    k.pos[1], dst.snapshot) + p)
                 bulk.shared(snap, n if k.type == KeyType.extent else 0, 2 * n)
                 return n
         need = 0
@@ -536,8 +557,8 @@ class Remapper:
             put_e, put_r, put_src, refs = (partial(t.update_new, E), partial(t.update_new, R),
                                            partial(t.update, E), _ZERO_REFS)
         else:
-            put_e, put_src = bulk.extent_keys.append, bulk.converted.append
-            put_r, refs = bulk.indirect_keys.append, _TWO_REFS
+            put_e, put_src = _encoding_into(bulk.extents), bulk.converted.append
+            put_r, refs = _encoding_into(bulk.indirect), _TWO_REFS
         inum, dsnap = dst.inum, dst.snapshot
         sectors = 0
         extent_sectors = 0
@@ -975,14 +996,13 @@ class Copier:
             into.newdir = pdir
         new_inodes = []
         bulk = BulkKeys()
-        dirents, inode_keys = bulk.keys[BtreeId.dirents], bulk.keys[BtreeId.inodes]
+        inode_keys = bulk.inodes
         sec, nsec = now()
         sb = fs.store.sb
         str_hash, data_csum = sb.str_hash_type, sb.data_csum_type
         seed = self._rng.getrandbits
         progress = self.progress
         clone = self.remapper.clone_new if self.reflink != "never" else None
-        inode_type = KeyType.inode
         for n in nodes:
             if n is into:
                 continue
@@ -1005,10 +1025,11 @@ class Copier:
                         raise
                     sectors, shared = None, False     # copy it (the general way)
                 if sectors is not None:
-                    slot = self._add_entry(d, n.name, inum, mode, dirents)
-                    inode_keys.append(Key((0, inum, dw.snapshot), inode_type, _pack_inode(
-                        *_copy_fields(v, 1, v.size, sectors, sec, nsec, seed(64), str_hash,
-                                      data_csum, dw.inum, slot))))
+                    slot = self._add_entry(d, n.name, inum, mode, bulk)
+                    val = _pack_inode(*_copy_fields(v, 1, v.size, sectors, sec, nsec, seed(64),
+                                                    str_hash, data_csum, dw.inum, slot))
+                    inode_keys[inum] = pack_key_header(len(val), _INODE, 0, 0, 0, 0, inum,
+                                                       dw.snapshot) + val
                     n.copy = where
                     report.files += 1
                     report.bytes += v.size
@@ -1019,7 +1040,7 @@ class Copier:
             key = (n.where.subvol, n.where.inum)
             if not is_dir and si.nlink > 1 and key in self.links:
                 where, inode = self.links[key]
-                self._add_entry(d, n.name, inode.inum, inode.mode, dirents)
+                self._add_entry(d, n.name, inode.inum, inode.mode, bulk)
                 inode.nlink += 1
                 n.copy = where
                 report.hardlinks += 1
@@ -1029,7 +1050,7 @@ class Copier:
             inode = Inode(where.inum, *_copy_fields(v, 2 if is_dir else 1, 0, 0, sec, nsec,
                                                     seed(64), str_hash, data_csum, dw.inum, 0),
                           snapshot=dw.snapshot)
-            inode.dir_offset = self._add_entry(d, n.name, inode.inum, mode, dirents)
+            inode.dir_offset = self._add_entry(d, n.name, inode.inum, mode, bulk)
             n.copy = where
             if fmt == _S_IFREG and not shared:
                 copy_data(fs, t, self.writer, n.where, si, where, inode, what=n.what,
@@ -1062,20 +1083,23 @@ class Copier:
             if not is_dir and si.nlink > 1:
                 self.links[key] = (where, inode)
         # every other new inode once, complete (links counted, directories filled)
-        inode_keys += [inode.key(where.snapshot) for where, inode in new_inodes]
-        bulk.inodes = len(inode_keys)
+        for where, inode in new_inodes:
+            inode_keys[where.inum] = encode_key(inode.key(where.snapshot))
         bulk.queue(t)
 
-    def _add_entry(self, d: NewDir, name: bytes, inum: int, mode: int, dirents: list) -> int:
+    def _add_entry(self, d: NewDir, name: bytes, inum: int, mode: int, bulk: BulkKeys) -> int:
         """A dirent `name` -> inum in d; returns its slot. In a new directory it
-        goes to `dirents` (BulkKeys), else it is queued (NewDir.add_entry)."""
+        goes to `bulk`, else it is queued (NewDir.add_entry)."""
         if not d.new:
             return d.add_entry(self.trans, self.fs, name, inum, mode)
         w = d.where
         slot = d.slot(self.trans, self.fs, name)
-        dirents.append(Key((w.inum, slot, w.snapshot), KeyType.dirent,
-                           _pack_dirent_head(inum, DTYPES.get(mode & _S_IFMT, _DT_UNKNOWN))
-                           + name))
+        entries = bulk.dirents.get(w.inum)
+        if entries is None:
+            entries = bulk.dirents[w.inum] = {}
+        val = _pack_dirent_head(inum, DTYPES.get(mode & _S_IFMT, _DT_UNKNOWN)) + name
+        entries[slot] = pack_key_header(len(val), _DIRENT, 0, 0, 0, w.inum, slot,
+                                        w.snapshot) + val
         return slot
 
 

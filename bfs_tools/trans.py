@@ -11,8 +11,9 @@ key and the final new key; they may queue updates in btrees later in
 TRIGGER_ORDER (alloc keys, freespace, refcounts) and accounting deltas, which
 become absolute accounting keys. Then the final keys are journalled and applied
 to the btrees. Nothing is applied if a trigger raises. Keys queued with
-update_accounted come with their trigger effects already added by the caller
-(a tree copy's bulk path): their triggers do not run.
+update_accounted (or, encoded, with update_appended) come with their trigger
+effects already added by the caller (a tree copy's bulk path): their triggers
+do not run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,19 @@ from .btree.ranges import read_ranges
 from .btree.tree import KeyReader
 from .errors import FormatError, ReadOnlyError
 from .formats.ids import BtreeId, KeyType
-from .keys import HEADER_SIZE, POS_MAX, POS_MIN, REGISTRY, Key, Pos, deleted_key, fmt_pos
+from .keys import (
+    HEADER_SIZE,
+    POS_MAX,
+    POS_MIN,
+    REGISTRY,
+    Key,
+    Pos,
+    decode_keys,
+    deleted_key,
+    encode_key,
+    encoded_pos,
+    fmt_pos,
+)
 
 # Triggers may only queue updates in btrees after their own in this order.
 TRIGGER_ORDER = [BtreeId.subvolumes, BtreeId.snapshots, BtreeId.snapshot_trees,
@@ -59,6 +72,15 @@ def _overlay(leaf, updates: list[Key], positions: list[Pos], deletes: bool) -> l
     return [merged[p] for p in sorted(merged)]
 
 
+def _sort_checked(btree_id: int, keys: list[Key]) -> tuple[list[Key], list[Pos]]:
+    """keys sorted, and their positions; an internal error if one repeats."""
+    keys.sort(key=_pos_of)
+    positions = list(map(_pos_of, keys))
+    if any(map(eq, positions, islice(positions, 1, None))):
+        _queued_twice(btree_id, next(a for a, b in pairwise(positions) if a == b))
+    return keys, positions
+
+
 def _queued_twice(btree_id: int, pos: Pos | None = None):
     # its trigger effects were added for the key queued with update_accounted
     what = f"key at {fmt_pos(pos)}" if pos is not None else "a key"
@@ -77,6 +99,10 @@ class Transaction(KeyReader):
         # the tens of thousands of keys of a tree copy are never hashed into a
         # dict (~10 ms for the standard library)
         self._bulk: dict[int, list[list[Key]]] = {}
+        # keys queued with update_appended, per btree: the caller's lists of
+        # encoded keys, decoded into `_bulk` only if the btree is read through
+        # the transaction or the commit cannot append them as new leaves
+        self._encoded: dict[int, list[list[bytes]]] = {}
         # pending positions per btree, in queueing order; sorted when read
         # (_sorted_positions): a bulk copy queues keys all over a btree, and
         # inserting each in order would move all the positions after it
@@ -112,7 +138,7 @@ class Transaction(KeyReader):
         return self._queues
 
     def get(self, btree_id: int, pos: Pos) -> Key | None:
-        if self._bulk:
+        if self._bulk or self._encoded:
             self._absorb(btree_id)
         pending = self._queues.get(btree_id)
         if pending is not None:
@@ -137,7 +163,7 @@ class Transaction(KeyReader):
         return self._positions
 
     def _pending_range(self, btree_id: int, start: Pos, end: Pos) -> list[Key]:
-        if self._bulk:
+        if self._bulk or self._encoded:
             self._absorb(btree_id)
         positions = self._sorted_positions(btree_id)
         if not positions:
@@ -199,7 +225,8 @@ class Transaction(KeyReader):
         leaf after leaf (btree/ranges.py) while this transaction has queued
         nothing in the btree, else iter() per range. Queue nothing in the btree
         before the last range is read."""
-        if not self._positions.get(btree_id) and btree_id not in self._bulk:
+        if not self._positions.get(btree_id) and btree_id not in self._bulk and \
+                btree_id not in self._encoded:
             return read_ranges(self.btrees, btree_id, ranges)
         return (list(self.iter(btree_id, start, end)) for start, end in ranges)
 
@@ -258,9 +285,33 @@ class Transaction(KeyReader):
             self._deletes.add(btree_id)
         self._bulk.setdefault(btree_id, []).append(keys)
 
+    def update_appended(self, btree_id: int, encoded: list[bytes]) -> None:
+        """update_accounted() of new keys given encoded (keys.encode_key's form),
+        ascending, each position past every key the btree holds and every other
+        key queued in it: a tree copy's new inodes, dirents and extents. An
+        unjournalled commit writes them as new leaves (Btrees.append_encoded)
+        without making Key objects of them; when it cannot, or the btree is
+        read through the transaction, they are decoded and queued as
+        update_accounted's keys are. The list is kept (not copied) until the
+        commit: do not change it."""
+        if self._processing is not None:
+            raise FormatError("update_appended inside triggers (internal error)")
+        if btree_id not in self._queues:
+            self._new_queue(btree_id)
+        if encoded:
+            self._encoded.setdefault(btree_id, []).append(encoded)
+
+    def _decode_appended(self, btree_id: int) -> None:
+        """The keys of update_appended in `btree_id`, decoded into `_bulk`."""
+        for encoded in self._encoded.pop(btree_id, ()):
+            self._bulk.setdefault(btree_id, []).append(decode_keys(b"".join(encoded)))
+
     def _absorb(self, btree_id: int) -> None:
-        """Put the keys queued with update_accounted in `btree_id` in its queue
-        (a read of the btree through the transaction needs them there)."""
+        """Put the keys queued with update_accounted (or update_appended) in
+        `btree_id` in its queue (a read of the btree through the transaction
+        needs them there)."""
+        if btree_id in self._encoded:
+            self._decode_appended(btree_id)
         batches = self._bulk.pop(btree_id, None)
         if batches is None:
             return
@@ -277,7 +328,7 @@ class Transaction(KeyReader):
         self._unsorted.add(btree_id)    # (sorting sorted runs costs a pass, as checking)
 
     def _absorb_all(self) -> None:
-        for btree_id in list(self._bulk):
+        for btree_id in {*self._bulk, *self._encoded}:
             self._absorb(btree_id)
 
     def _new_queue(self, btree_id: int) -> dict[Pos, Key]:
@@ -316,7 +367,8 @@ class Transaction(KeyReader):
     @property
     def nr_updates(self) -> int:
         return (sum(len(p) for p in self._queues.values())
-                + sum(len(keys) for batches in self._bulk.values() for keys in batches))
+                + sum(len(keys) for batches in self._bulk.values() for keys in batches)
+                + sum(len(keys) for lists in self._encoded.values() for keys in lists))
 
     def queued_bytes_over(self, limit: int) -> bool:
         """Do the queued keys take more than `limit` bytes (headers and values)?
@@ -334,6 +386,11 @@ class Transaction(KeyReader):
                     size += HEADER_SIZE + len(k.val)
                     if size > limit:
                         return True
+        for lists in self._encoded.values():
+            for encoded in lists:
+                size += sum(map(len, encoded))
+                if size > limit:
+                    return True
         return False
 
     # ------------------------------------------------------------------ commit
@@ -378,11 +435,31 @@ class Transaction(KeyReader):
         keys = list(pending.values())
         for more in batches:
             keys += more
-        keys.sort(key=_pos_of)
-        positions = list(map(_pos_of, keys))
-        if any(map(eq, positions, islice(positions, 1, None))):
-            _queued_twice(btree_id, next(a for a, b in pairwise(positions) if a == b))
-        return keys, positions
+        return _sort_checked(btree_id, keys)
+
+    def _appended(self, btree_id: int, keys: list[Key],
+                  positions: list[Pos]) -> tuple[list[Key], list[Pos], list[bytes] | None]:
+        """(keys, positions, encoded): the keys of update_appended in `btree_id`
+        apart (`encoded`) when they come after the other keys queued there. A
+        few other keys among them (a copy's symlinks, copied files: their data
+        keys are queued the usual way) are encoded into their places in
+        `encoded`; more, or deleted ones, and the appended keys are decoded
+        and sorted in with the others instead."""
+        lists = self._encoded.pop(btree_id, None)
+        if not lists:
+            return keys, positions, None
+        encoded = [e for one in lists for e in one]     # (a copy: the callers' stay as given)
+        cut = bisect_left(positions, encoded_pos(encoded[0]))
+        tail = keys[cut:]
+        if len(tail) <= min(256, len(encoded) // 64) and \
+                _DELETED not in set(map(_type_of, tail)):
+            for k in tail:
+                i = bisect_left(encoded, k.pos, key=encoded_pos)
+                if i < len(encoded) and encoded_pos(encoded[i]) == k.pos:
+                    _queued_twice(btree_id, k.pos)
+                encoded.insert(i, encode_key(k))
+            return keys[:cut], positions[:cut], encoded
+        return *_sort_checked(btree_id, keys + decode_keys(b"".join(encoded))), None
 
     def _materialise_accounting(self) -> None:
         from .alloc.accounting import apply_deltas
@@ -422,7 +499,8 @@ class Transaction(KeyReader):
                             or size + 16 * len(self._queues) > jrnl.room()):
                 journal = False
         # every btree's keys in order (leaf after leaf), all before any is applied
-        batches = [(btree_id, *self._sorted_keys(btree_id)) for btree_id in self._queues]
+        batches = [(btree_id, *self._appended(btree_id, *self._sorted_keys(btree_id)))
+                   for btree_id in self._queues]
         if not journal:
             store.prepare_unjournalled()   # fix: older journal keys must not replay over these
         seq = jrnl.seq
@@ -432,20 +510,28 @@ class Transaction(KeyReader):
                 for btree_id, pending in self._queues.items():
                     jrnl.add_keys(btree_id, list(pending.values()))
             store.journal_reserve(jrnl.seq)
-            for btree_id, keys, positions in batches:
-                root = self.btrees.roots[btree_id]
+            for btree_id, keys, positions, encoded in batches:
                 deletes = btree_id in self._deletes
-                if not journal and root.level == 0 and len(keys) > BULK_BUILD_MIN:
-                    # a large import into a btree that is one leaf: build it bottom-up
-                    self.btrees.bulk_build(btree_id, _overlay(root, keys, positions, deletes),
-                                           seq)
-                elif len(keys) > APPLY_SORTED_MIN:
-                    self.btrees.apply_sorted(btree_id, keys, seq, journal, positions, deletes)
-                else:
-                    self.btrees.apply_many(btree_id, keys, seq, journal)
+                if keys:
+                    self._apply(btree_id, keys, positions, deletes, seq, journal)
+                if encoded and not self.btrees.append_encoded(btree_id, encoded, seq):
+                    keys = decode_keys(b"".join(encoded))
+                    self._apply(btree_id, keys, list(map(_pos_of, keys)), False, seq, journal)
         finally:
             jrnl.trans_start = 0
         self.btrees.flush_moves()
         for fn in self.on_commit:
             fn()
         store.after_transaction()
+
+    def _apply(self, btree_id: int, keys: list[Key], positions: list[Pos], deletes: bool,
+               seq: int, journal: bool) -> None:
+        """Apply sorted keys (at `positions`; `deletes`: some are deleted keys)."""
+        root = self.btrees.roots[btree_id]
+        if not journal and root.level == 0 and len(keys) > BULK_BUILD_MIN:
+            # a large import into a btree that is one leaf: build it bottom-up
+            self.btrees.bulk_build(btree_id, _overlay(root, keys, positions, deletes), seq)
+        elif len(keys) > APPLY_SORTED_MIN:
+            self.btrees.apply_sorted(btree_id, keys, seq, journal, positions, deletes)
+        else:
+            self.btrees.apply_many(btree_id, keys, seq, journal)

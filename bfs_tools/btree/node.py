@@ -103,19 +103,35 @@ def new_node_seq() -> int:
 def encode_full(node: Node, magic64: int, csum_type: int, block_size: int,
                 journal_seq: int) -> bytes:
     """Header + one bset holding every key, padded to the block size."""
-    head = NodeHeader(0, BTREE_NODE_MAGIC ^ magic64, node.node_seq, node.btree_id, node.level, 0,
-                      *node.min_key, *node.max_key)
+    return encode_node(node.btree_id, node.level, node.min_key, node.max_key, node.node_seq,
+                       encode_keys(node.keys), len(node.keys), magic64, csum_type, block_size,
+                       journal_seq)
+
+
+def encode_node(btree_id: int, level: int, min_key: Pos, max_key: Pos, node_seq: int,
+                body: bytes, nkeys: int, magic64: int, csum_type: int, block_size: int,
+                journal_seq: int) -> bytes:
+    """Header + one bset of `nkeys` keys already encoded back to back in `body`
+    (keys.encode_keys), padded to the block size."""
+    head = NodeHeader(0, BTREE_NODE_MAGIC ^ magic64, node_seq, btree_id, level, 0,
+                      *min_key, *max_key)
     raw = bytearray(head.pack())
     raw[0:8] = checksum(csum_type, bytes(raw[8:])).to_bytes(8, "little")
-    raw += encode_bset(node.keys, node.node_seq, magic64, csum_type, journal_seq)
+    raw += _sealed_bset(body, nkeys, node_seq, magic64, csum_type, journal_seq)
     raw += b"\0" * (-len(raw) % block_size)
     return bytes(raw)
 
 
 def encode_bset(keys, node_seq: int, magic64: int, csum_type: int, journal_seq: int) -> bytes:
-    body = encode_keys(keys)
+    return _sealed_bset(encode_keys(keys), len(keys), node_seq, magic64, csum_type,
+                        journal_seq)
+
+
+def _sealed_bset(body: bytes, nkeys: int, node_seq: int, magic64: int, csum_type: int,
+                 journal_seq: int) -> bytes:
+    """A bset header, checksummed over itself and `body`, then `body`."""
     head = bytearray(BsetHeader(0, BSET_MAGIC ^ magic64, node_seq, journal_seq, len(body),
-                                len(keys)).pack())
+                                nkeys).pack())
     csum = checksum(csum_type, bytes(head[8:]) + body)
     head[0:8] = csum.to_bytes(8, "little")
     return bytes(head) + body

@@ -25,13 +25,26 @@ from ..errors import CorruptionError, FormatError
 from ..formats.constants import BTREE_MAX_DEPTH, SECTOR_SIZE
 from ..formats.fsck_errors import BY_NAME as ERR
 from ..formats.ids import BtreeId, KeyType
-from ..keys import HEADER_SIZE, POS_MAX, POS_MIN, Key, Pos, deleted_key, fmt_pos, pos_pred, pos_succ
+from ..keys import (
+    HEADER_SIZE,
+    POS_MAX,
+    POS_MIN,
+    Key,
+    Pos,
+    deleted_key,
+    encode_keys,
+    encoded_pos,
+    fmt_pos,
+    pos_pred,
+    pos_succ,
+)
 from .node import (
     BSET_HEADER_SIZE,
     NODE_HEADER_SIZE,
     Node,
     encode_bset,
     encode_full,
+    encode_node,
     new_node_seq,
     parse_node,
 )
@@ -625,31 +638,41 @@ class Btrees(KeyReader):
     def _placeholder_ptr(self, node: Node) -> Key:
         return make_ptr_key(node.max_key, node.min_key, 0, 0, 0, node.level)
 
-    def _replace_in_parent(self, old: list[Node], new_nodes: list[Node], seq: int) -> None:
-        """Put new_nodes where the adjacent nodes `old` were (split, merge)."""
+    def _replace_in_parent(self, old: list[Node], new_nodes: list[Node], seq: int,
+                           ptrs: list[Key] | None = None) -> None:
+        """Put new_nodes where the adjacent nodes `old` were (split, merge).
+        ptrs: the new nodes are written already and not in memory (append_encoded):
+        these are their pointers, and `new_nodes` is not used."""
         parent = old[0].parent
         for o in old:
             o.parent = None
             self._retire(o)
+        if ptrs is None:
+            new_keys = [self._placeholder_ptr(n) for n in new_nodes]
+            children = list(new_nodes)
+        else:
+            new_keys, children = ptrs, [None] * len(ptrs)
         if parent is None:
-            if len(new_nodes) == 1:
+            if len(children) == 1 and ptrs is None:
                 root = new_nodes[0]
                 root.parent = None
-            else:
-                root = Node(old[0].btree_id, old[0].level + 1, POS_MIN, POS_MAX,
-                            [self._placeholder_ptr(n) for n in new_nodes], list(new_nodes))
-                self._mark_structural(root)
+                self.roots[old[0].btree_id] = root
+                return
+            root = Node(old[0].btree_id, old[0].level + 1, POS_MIN, POS_MAX, new_keys, children)
+            self._mark_structural(root)
             self.roots[old[0].btree_id] = root
+            if root.bytes > self.capacity:
+                self._split(root, seq)
             return
         lo = bisect_left(parent.positions, old[0].max_key)
         hi = lo + len(old)
-        new_keys = [self._placeholder_ptr(n) for n in new_nodes]
         removed = parent.keys[lo:hi]
         parent.keys[lo:hi] = new_keys
         parent.positions[lo:hi] = [k.pos for k in new_keys]
-        parent.children[lo:hi] = new_nodes
-        for n in new_nodes:
-            n.parent = parent
+        parent.children[lo:hi] = children
+        for n in children:
+            if n is not None:
+                n.parent = parent
         parent.bytes += (sum(HEADER_SIZE + len(k.val) for k in new_keys)
                          - sum(HEADER_SIZE + len(k.val) for k in removed))
         if parent.dirty is None:
@@ -753,6 +776,63 @@ class Btrees(KeyReader):
         root = level_nodes[0]
         root.parent = None
         self.roots[btree_id] = root
+
+    def append_encoded(self, btree_id: int, encoded: list[bytes], seq: int) -> bool:
+        """Put new keys, already encoded (keys.encode_key's form; ascending, each
+        position once), after every key of the btree: they and the last leaf's
+        own keys are cut into leaves filled to 9/10, which are written now, left
+        out of memory, and replace the last leaf. A tree copy's new inodes,
+        dirents and extents (~32,000 keys for the standard library) are thus
+        never made into Key objects, sorted, merged into leaves or encoded a
+        second time. False, having done nothing, when a key of the btree is not
+        before the first new one, or the keys fill less than a leaf (then apply
+        them the usual way: many small appends would leave many small leaves)."""
+        if self.read_only or not encoded:
+            return False
+        leaf = self.find_leaf(btree_id, POS_MAX)
+        first = encoded_pos(encoded[0])
+        if (leaf.positions[-1] >= first) if leaf.keys else leaf.parent is not None:
+            return False
+        own = encode_keys(leaf.keys) if leaf.keys else None
+        items = [own, *encoded] if own is not None else encoded
+        ends = list(accumulate(map(len, items)))
+        if ends[-1] <= self.capacity:
+            return False
+        limit = self.capacity * 9 // 10
+        ptrs = []
+        min_key = leaf.min_key
+        start, base, n = 0, 0, len(items)
+        while start < n:
+            end = max(bisect_right(ends, base + limit, start), start + 1)
+            if end < n:
+                max_key = leaf.positions[-1] if end == 1 and own is not None else \
+                    encoded_pos(items[end - 1])
+            else:
+                max_key = leaf.max_key
+            nkeys = end - start
+            if start == 0 and own is not None:
+                nkeys += len(leaf.keys) - 1
+            ptrs.append(self._write_encoded_leaf(btree_id, min_key, max_key,
+                                                 b"".join(items[start:end]), nkeys, seq))
+            if end < n:
+                min_key = pos_succ(max_key)
+            start, base = end, ends[end - 1]
+        self.changes += len(encoded)
+        self._replace_in_parent([leaf], [], seq, ptrs=ptrs)
+        return True
+
+    def _write_encoded_leaf(self, btree_id: int, min_key: Pos, max_key: Pos, body: bytes,
+                            nkeys: int, seq: int) -> Key:
+        """Write a new leaf of encoded keys to a fresh slot; its pointer."""
+        sector, gen = self.space.allocate_node(btree_id)
+        self.fresh.add(sector)
+        node_seq = new_node_seq()
+        self.dev.write(sector * SECTOR_SIZE, encode_node(
+            btree_id, 0, min_key, max_key, node_seq, body, nkeys, self.magic64,
+            self.csum_type, self.block_size, seq))
+        self.nodes_written += 1
+        self.moves.append((btree_id, 0, None, (sector, gen)))
+        return make_ptr_key(max_key, min_key, sector, node_seq, gen, 0)
 
     def _pack(self, btree_id: int, level: int, keys: list[Key], children, limit: int,
               seq: int) -> list[Node]:
