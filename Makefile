@@ -37,10 +37,17 @@ formats-doc: $(STAMP)
 	mv bfs_tools/layouts.py.new bfs_tools/layouts.py
 
 # Benchmarks run a regular (non-editable) install, as users get it: the
-# editable install's import hook alone costs ~50 ms per process here.
+# editable install's import hook alone costs ~50 ms per process here. Its
+# interpreter is the distribution's python3 (what `apt install`/pipx users run),
+# when it can make a virtualenv: Debian builds it with PGO and LTO, and on this
+# machine the `python3` first on PATH is a plain pyenv build (no PGO/LTO, shared
+# libpython) that runs the same bfs ~10 % slower. BENCH_PYTHON=... overrides it.
 BENCH_VENV := .venv-bench
+BENCH_PYTHON ?= $(shell /usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null \
+                  && echo /usr/bin/python3 || echo $(PYTHON))
 bench:
-	$(PYTHON) -m venv $(BENCH_VENV)
+	rm -rf $(BENCH_VENV)
+	$(BENCH_PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q --upgrade pip
 	$(BENCH_VENV)/bin/pip install -q .
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -288,7 +289,8 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nbfs-tools benchmarks, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"{os.cpu_count()} CPUs, median of {args.runs} runs after 1 warm-up\n")
+          f"{os.cpu_count()} CPUs, median of {args.runs} runs after 1 warm-up, bfs on "
+          f"Python {platform.python_version()} ({sys.base_prefix})\n")
     print(render(rows))
     return 0
 

@@ -962,15 +962,18 @@ class Copier:
             level = [c for c in children if c.value.mode & _S_IFMT == _S_IFDIR]
         ordered = sorted(nodes, key=_btree_order)
         files = [n for n in ordered if n.value.mode & _S_IFMT == _S_IFREG]
+        pointers = []       # what a copy of a copy will reference again
         for n, keys in zip(files, _per_inode(t, E, [n.where.inum for n in files]), strict=True):
             vis = visible(n.where.snapshot)
             if len(keys) == 1 and keys[0].pos[2] in vis and keys[0].type > _WHITEOUTS:
                 n.data = keys       # (one key the file's snapshot sees: most files)
+                if keys[0].type == _REFLINK_P:
+                    pointers.append(keys[0])
             else:
                 n.data = list(filter_visible(keys, vis))
-        if self.reflink != "never":     # what a copy of a copy will reference again
-            self.remapper.prefetch_indirect(k for n in files for k in n.data
-                                            if k.type == KeyType.reflink_p)
+                pointers += [k for k in n.data if k.type == _REFLINK_P]
+        if pointers and self.reflink != "never":
+            self.remapper.prefetch_indirect(pointers)
         if t.peek(BtreeId.xattrs, (ordered[0].where.inum, 0, 0),
                   (ordered[-1].where.inum, U64_MAX, U32_MAX)) is None:
             return nodes    # no xattrs between the lowest and highest inode number
@@ -1154,8 +1157,10 @@ def _visible_key(keys: list[Key], visible) -> Key | None:
     return None
 
 
-# a source object's place in the btrees: (inum, snapshot), got in C
-_btree_order = attrgetter("where.inum", "where.snapshot")
+# a source object's place in the btrees: its inode number, got in C. (Not with
+# the snapshot: _per_inode reads all of a number's snapshots at once, and an int
+# key sorts the standard library's 8,000 objects in half the time of a tuple.)
+_btree_order = attrgetter("where.inum")
 
 
 def _child_path(parent: str, name: bytes) -> str:
