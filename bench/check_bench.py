@@ -25,20 +25,17 @@ import random
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
+
+from inputs import stdlib_tree
 
 FILES = 100_000
 DIRS = 100
 
 
-def stdlib_tree(work: Path) -> Path:
-    dest = work / "stdlib"
-    if not dest.exists():
-        src = Path(sysconfig.get_paths()["stdlib"])
-        shutil.copytree(src, dest, symlinks=True,
-                        ignore=shutil.ignore_patterns("site-packages"))
-    return dest
+def stdlib_copy(work: Path) -> Path:
+    """A private copy of the standard library tree (bench/inputs.py)."""
+    return stdlib_tree(work / "stdlib")
 
 
 def small_files_tree(work: Path) -> Path:
@@ -137,7 +134,7 @@ def images(work: Path, tree: Path, label: str, bfs: str) -> dict[str, tuple[Path
 def run(work: Path, runs: int, bench) -> list:
     bfs = bench.BFS
     rows = []
-    for label, make in (("stdlib", stdlib_tree), ("100k-files", small_files_tree)):
+    for label, make in (("stdlib", stdlib_copy), ("100k-files", small_files_tree)):
         tree = make(work)
         imgs = images(work, tree, label, bfs)
         nfiles = sum(len(f) for _r, _d, f in os.walk(tree))

@@ -35,8 +35,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
+
+from inputs import stdlib_tree
 
 HERE = Path(__file__).resolve().parent
 BFS = str(Path(sys.executable).parent / "bfs")
@@ -45,13 +46,8 @@ BIG = 1 << 30
 
 
 def stdlib_copy(work: Path) -> Path:
-    """A private copy of the standard library tree (site-packages excluded)."""
-    dst = work / "stdlib"
-    if not dst.exists():
-        src = sysconfig.get_paths()["stdlib"]
-        shutil.copytree(src, dst, symlinks=True,
-                        ignore=shutil.ignore_patterns("site-packages"))
-    return dst
+    """A private copy of the standard library tree (bench/inputs.py)."""
+    return stdlib_tree(work / "stdlib")
 
 
 def small_files_tree(work: Path, n: int = SMALL_FILES) -> Path:

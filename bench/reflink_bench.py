@@ -33,8 +33,9 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
+
+from inputs import stdlib_tree
 
 GiB = 1 << 30
 BFS = str(Path(sys.executable).parent / "bfs")
@@ -60,10 +61,7 @@ def _big_file(path: Path) -> None:
 
 
 def _corpus(dst: Path) -> Path:
-    src = sysconfig.get_paths()["stdlib"]
-    shutil.copytree(src, dst, symlinks=True,
-                    ignore=lambda d, names: ["site-packages"] if os.path.samefile(d, src) else [])
-    return dst
+    return stdlib_tree(dst)
 
 
 def _copy_image(src: Path, dst: Path) -> None:

@@ -95,6 +95,20 @@ def field_unpacker(name: str, *wanted: str):
     return st.unpack_from
 
 
+def field_spans(name: str) -> dict[str, tuple[int, int]]:
+    """Each field of schema `name`'s fixed part: its (start, end) byte offsets."""
+    fmt, names, _tail = LAYOUTS[name]
+    spans = {}
+    field = iter(names)
+    offset = 0
+    for code in _format_codes(fmt):
+        size = struct.calcsize(fmt[0] + code)
+        if not code.endswith("x"):
+            spans[next(field)] = (offset, offset + size)
+        offset += size
+    return spans
+
+
 def _format_codes(fmt: str) -> list[str]:
     """The codes of a struct format after its byte-order character, one per
     field or run of padding: '<QB3xH' -> ['Q', 'B', '3x', 'H']. (A loop rather

@@ -38,12 +38,14 @@ from __future__ import annotations
 import os
 import random
 import stat
+import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from functools import partial
 from operator import attrgetter
 
 from .alloc.accounting import acct_pos
+from .codec import field_spans, field_unpacker
 from .errors import (
     BfsError,
     CorruptionError,
@@ -96,6 +98,21 @@ _pack_dirent_head = DirentHead.STRUCT.pack     # the name follows (fs/dirent.py 
 _DT_UNKNOWN = DirentType.unknown
 _unpack_inode = InodeValue.unpack
 _pack_inode = InodeValue.STRUCT.pack
+# what the tree copy reads of every source inode: the rest only off the bulk path
+_inode_head = field_unpacker("InodeValue", "mode", "nlink", "size")
+_INODE_SIZE = InodeValue.SIZE
+# A whole clone's inode value (the bulk path) in one pack: the source's bytes
+# for what cp -a keeps (mode, owner, size, atime, mtime, rdev), the copy's own
+# values for the rest, as _copy_fields sets them (flags, generation, subvol 0;
+# nlink 1; its sectors; ctime and btime now; its hash seed, the filesystem's
+# hash and checksum types; its dirent). Half the time of unpacking and packing
+# the 24 fields; tests/cli/test_cp_reads.py proves the two the same.
+_IV = field_spans("InodeValue")
+_MODE, _IDS, _SIZE = slice(*_IV["mode"]), slice(_IV["uid"][0], _IV["gid"][1]), slice(*_IV["size"])
+_AM_TIMES = slice(_IV["atime_sec"][0], _IV["mtime_nsec"][1])
+_RDEV = slice(*_IV["rdev"])
+_pack_clone_value = struct.Struct("<4s4x8sL4x8sQ24s24s8sQBB2x4xQQ").pack
+_pack_times = struct.Struct("<qLqL").pack       # ctime, btime (the copy's)
 _S_IFMT = 0o170000      # the file type bits of a mode (stat.S_IFMT)
 _S_IFREG, _S_IFDIR, _S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
 _REFLINK_P = int(KeyType.reflink_p)
@@ -784,28 +801,38 @@ class CopyReport:
 
 class _Src:
     """One object of the tree being copied, read before anything is written: where
-    it is, its inode's fields (`value`, an InodeValue; `inode`: as an Inode,
-    decoded when first asked, as only objects off the bulk path need it), its
-    name, its directory (None: the top), the data keys its snapshot sees
-    (regular files), its xattrs; then `copy`: the copy's Where. `what`: the
-    copy's path, for messages (built when one needs it)."""
+    it is, its inode's value (`raw`, its bytes; `mode`, `nlink` and `size` read
+    from it; `value`, an InodeValue, and `inode`, an Inode, decoded when first
+    asked, as only objects off the bulk path need them), its name, its
+    directory (None: the top), the data keys its snapshot sees (regular files),
+    its xattrs; then `copy`: the copy's Where. `what`: the copy's path, for
+    messages (built when one needs it)."""
 
-    __slots__ = ("where", "value", "key_snapshot", "_inode", "name", "parent", "_what", "data",
-                 "xattrs", "copy", "newdir")
+    __slots__ = ("where", "raw", "mode", "nlink", "size", "_value", "key_snapshot", "_inode",
+                 "name", "parent", "_what", "data", "xattrs", "copy", "newdir")
 
     def __init__(self, where, name: bytes, parent: _Src | None, inode=None, what: str | None = None):
         self.where = where
         self.name = name
         self.parent = parent
         self._inode = inode
+        self._value = None
         if inode is not None:
-            self.value = inode.fields()
+            self.raw = inode.pack()
+            self.mode, self.nlink, self.size = inode.mode, inode.nlink, inode.size
             self.key_snapshot = inode.key_snapshot
         self._what = what
         self.data = None
         self.xattrs = ()
         self.copy = None
         self.newdir = None      # a directory: the NewDir of its copy
+
+    @property
+    def value(self):
+        v = self._value
+        if v is None:
+            v = self._value = _unpack_inode(self.raw)
+        return v
 
     @property
     def inode(self) -> Inode:
@@ -942,7 +969,7 @@ class Copier:
             return v
 
         nodes = [top]
-        level = [top] if top.value.mode & _S_IFMT == _S_IFDIR else []
+        level = [top] if top.mode & _S_IFMT == _S_IFDIR else []
         while level:
             # (each level is in inode order: the directories' dirents in one walk)
             children = [_Src(where, name, d) for d, entries in zip(
@@ -956,12 +983,15 @@ class Copier:
                 if k is None or k.type != KeyType.inode:
                     raise NotFoundError(f"inode {w.inum} does not exist in snapshot "
                                         f"{w.snapshot}")
-                c.value = _unpack_inode(k.val)
+                c.raw = raw = k.val
+                if len(raw) < _INODE_SIZE:
+                    _unpack_inode(raw)      # (its error: the value is short)
+                c.mode, c.nlink, c.size = _inode_head(raw)
                 c.key_snapshot = k.pos[2]
             nodes += children
-            level = [c for c in children if c.value.mode & _S_IFMT == _S_IFDIR]
+            level = [c for c in children if c.mode & _S_IFMT == _S_IFDIR]
         ordered = sorted(nodes, key=_btree_order)
-        files = [n for n in ordered if n.value.mode & _S_IFMT == _S_IFREG]
+        files = [n for n in ordered if n.mode & _S_IFMT == _S_IFREG]
         pointers = []       # what a copy of a copy will reference again
         for n, keys in zip(files, _per_inode(t, E, [n.where.inum for n in files]), strict=True):
             vis = visible(n.where.snapshot)
@@ -1001,6 +1031,7 @@ class Copier:
         bulk = BulkKeys()
         inode_keys = bulk.inodes
         sec, nsec = now()
+        times = _pack_times(sec, nsec, sec, nsec)
         sb = fs.store.sb
         str_hash, data_csum = sb.str_hash_type, sb.data_csum_type
         seed = self._rng.getrandbits
@@ -1010,33 +1041,34 @@ class Copier:
             if n is into:
                 continue
             d = n.parent.newdir if n.parent is not None else pdir
-            v = n.value
-            mode = v.mode
+            mode = n.mode
             fmt = mode & _S_IFMT
             if progress is not None:
                 progress.advance(1)
             inum_where, shared = None, True
-            if fmt == _S_IFREG and v.nlink == 1 and not n.xattrs and clone is not None:
+            if fmt == _S_IFREG and n.nlink == 1 and not n.xattrs and clone is not None:
                 # the short way, if the data can be cloned whole
                 dw = d.where
                 inum = fs.alloc_inum(t)
                 where = inum_where = Where(dw.subvol, dw.snapshot, inum)
                 try:
-                    sectors = clone(n.where, v.size, where, n.data, bulk)
+                    sectors = clone(n.where, n.size, where, n.data, bulk)
                 except CannotShareError:
                     if self.reflink == "always":
                         raise
                     sectors, shared = None, False     # copy it (the general way)
                 if sectors is not None:
                     slot = self._add_entry(d, n.name, inum, mode, bulk)
-                    val = _pack_inode(*_copy_fields(v, 1, v.size, sectors, sec, nsec, seed(64),
-                                                    str_hash, data_csum, dw.inum, slot))
+                    raw = n.raw
+                    val = _pack_clone_value(raw[_MODE], raw[_IDS], 1, raw[_SIZE], sectors,
+                                            raw[_AM_TIMES], times, raw[_RDEV], seed(64),
+                                            str_hash, data_csum, dw.inum, slot)
                     inode_keys[inum] = pack_key_header(len(val), _INODE, 0, 0, 0, 0, inum,
                                                        dw.snapshot) + val
                     n.copy = where
                     report.files += 1
-                    report.bytes += v.size
-                    report.cloned_bytes += v.size
+                    report.bytes += n.size
+                    report.cloned_bytes += n.size
                     continue
             si = n.inode
             is_dir = fmt == _S_IFDIR
@@ -1050,7 +1082,7 @@ class Copier:
                 continue
             dw = d.where
             where = inum_where or Where(dw.subvol, dw.snapshot, fs.alloc_inum(t))
-            inode = Inode(where.inum, *_copy_fields(v, 2 if is_dir else 1, 0, 0, sec, nsec,
+            inode = Inode(where.inum, *_copy_fields(n.value, 2 if is_dir else 1, 0, 0, sec, nsec,
                                                     seed(64), str_hash, data_csum, dw.inum, 0),
                           snapshot=dw.snapshot)
             inode.dir_offset = self._add_entry(d, n.name, inode.inum, mode, bulk)

@@ -448,11 +448,14 @@ class Transaction(KeyReader):
         lists = self._encoded.pop(btree_id, None)
         if not lists:
             return keys, positions, None
-        encoded = [e for one in lists for e in one]     # (a copy: the callers' stay as given)
+        encoded = lists[0] if len(lists) == 1 else [e for one in lists for e in one]
         cut = bisect_left(positions, encoded_pos(encoded[0]))
+        if cut == len(positions):
+            return keys, positions, encoded
         tail = keys[cut:]
         if len(tail) <= min(256, len(encoded) // 64) and \
                 _DELETED not in set(map(_type_of, tail)):
+            encoded = list(encoded)     # (the caller's list stays as given)
             for k in tail:
                 i = bisect_left(encoded, k.pos, key=encoded_pos)
                 if i < len(encoded) and encoded_pos(encoded[i]) == k.pos:

@@ -6,7 +6,9 @@ entries, hard links, xattrs, symlinks and a fifo:
   * remap._per_inode, on dense inode numbers (one pass over their span) and on
     sparse ones (a range read each), with a number repeated == a range read of
     each number through the transaction;
-  * remap._copy_fields, packed positionally, names the InodeValue fields it means.
+  * remap._copy_fields, packed positionally, names the InodeValue fields it means;
+  * the bulk path's inode value, packed from byte runs of the source's, is the
+    value _copy_fields gives; _inode_head reads the fields it names.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from bfs_tools.formats.ids import BtreeId
 
 from bfs_tools.fs.filesystem import Filesystem
 from bfs_tools.fs.inode import InodeValue
+from bfs_tools import remap
 from bfs_tools.remap import _copy_fields, _per_inode
 from tests.cli.test_reflink import _tree, needs_snapshots
 
@@ -93,3 +96,16 @@ def test_copy_fields_names_the_fields_it_sets():
         flags=0, nlink=1, generation=0, size=2, sectors=3, ctime_sec=4, ctime_nsec=5,
         btime_sec=4, btime_nsec=5, hash_seed=6, str_hash=7, data_csum=8, pad=0, subvol=0,
         dir=9, dir_offset=10)
+
+
+def test_a_whole_clone_packs_the_value_copy_fields_gives():
+    src = InodeValue(0o100640, 7, 1001, 1002, 1, 9, 123_456_789, 241_153, -5, 6, 1_700_000_000,
+                     999_999_999, 11, 12, 13, 14, 0x0803, 77, 3, 2, 1, 4, 15, 16)
+    raw = src.pack()
+    assert remap._inode_head(raw) == (src.mode, src.nlink, src.size)
+    sec, nsec = 1_800_000_000, 123
+    spliced = remap._pack_clone_value(
+        raw[remap._MODE], raw[remap._IDS], 1, raw[remap._SIZE], 241_160, raw[remap._AM_TIMES],
+        remap._pack_times(sec, nsec, sec, nsec), raw[remap._RDEV], 2**64 - 3, 1, 2, 4097, 2**40)
+    assert spliced == InodeValue(*_copy_fields(src, 1, src.size, 241_160, sec, nsec, 2**64 - 3,
+                                               1, 2, 4097, 2**40)).pack()
