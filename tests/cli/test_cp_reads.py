@@ -16,9 +16,9 @@ from __future__ import annotations
 from bfs_tools.formats.constants import U32_MAX, U64_MAX
 from bfs_tools.formats.ids import BtreeId
 
+from bfs_tools import remap
 from bfs_tools.fs.filesystem import Filesystem
 from bfs_tools.fs.inode import InodeValue
-from bfs_tools import remap
 from bfs_tools.remap import _copy_fields, _per_inode
 from tests.cli.test_reflink import _tree, needs_snapshots
 
