@@ -296,10 +296,11 @@ class Transaction(KeyReader):
         commit: do not change it."""
         if self._processing is not None:
             raise FormatError("update_appended inside triggers (internal error)")
+        if not encoded:
+            return
         if btree_id not in self._queues:
             self._new_queue(btree_id)
-        if encoded:
-            self._encoded.setdefault(btree_id, []).append(encoded)
+        self._encoded.setdefault(btree_id, []).append(encoded)
 
     def _decode_appended(self, btree_id: int) -> None:
         """The keys of update_appended in `btree_id`, decoded into `_bulk`."""

@@ -786,7 +786,9 @@ class Btrees(KeyReader):
         never made into Key objects, sorted, merged into leaves or encoded a
         second time. False, having done nothing, when a key of the btree is not
         before the first new one, or the keys fill less than a leaf (then apply
-        them the usual way: many small appends would leave many small leaves)."""
+        them the usual way: many small appends would leave many small leaves).
+        Only for keys no journal entry holds (an unjournalled commit, after
+        Store.prepare_unjournalled): they reach the medium in these leaves alone."""
         if self.read_only or not encoded:
             return False
         leaf = self.find_leaf(btree_id, POS_MAX)
