@@ -27,15 +27,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inputs import stdlib_tree
+from inputs import stdlib_copy
 
 FILES = 100_000
 DIRS = 100
-
-
-def stdlib_copy(work: Path) -> Path:
-    """A private copy of the standard library tree (bench/inputs.py)."""
-    return stdlib_tree(work / "stdlib")
 
 
 def small_files_tree(work: Path) -> Path:

@@ -37,17 +37,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inputs import stdlib_tree
+from inputs import stdlib_copy
 
 HERE = Path(__file__).resolve().parent
 BFS = str(Path(sys.executable).parent / "bfs")
 SMALL_FILES = 100_000
 BIG = 1 << 30
-
-
-def stdlib_copy(work: Path) -> Path:
-    """A private copy of the standard library tree (bench/inputs.py)."""
-    return stdlib_tree(work / "stdlib")
 
 
 def small_files_tree(work: Path, n: int = SMALL_FILES) -> Path:

@@ -34,3 +34,8 @@ def stdlib_tree(dest: Path) -> Path:
         shutil.copytree(stdlib_source(), dest, symlinks=True,
                         ignore=shutil.ignore_patterns("site-packages"))
     return dest
+
+
+def stdlib_copy(work: Path) -> Path:
+    """stdlib_tree at WORK/stdlib: the tree the populate, get and check rows use."""
+    return stdlib_tree(work / "stdlib")

@@ -60,10 +60,6 @@ def _big_file(path: Path) -> None:
             f.write(block[:-8] + i.to_bytes(8, "little"))
 
 
-def _corpus(dst: Path) -> Path:
-    return stdlib_tree(dst)
-
-
 def _copy_image(src: Path, dst: Path) -> None:
     _quiet(["cp", "--sparse=always", str(src), str(dst)])
 
@@ -154,7 +150,7 @@ def run(work: Path, runs: int, Row, Timing, run_once) -> list:
     env = _env(work)
     big = work / "big.bin"
     _big_file(big)
-    corpus = _corpus(work / "corpus")
+    corpus = stdlib_tree(work / "corpus")
     nfiles = sum(len(f) for _d, _s, f in os.walk(corpus))
     # images: one with the 1 GiB file, one with the corpus; each run gets a fresh copy
     img_big0, img_tree0, img = work / "big0.img", work / "tree0.img", work / "run.img"

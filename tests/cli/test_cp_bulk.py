@@ -1,5 +1,8 @@
 """`cp -r`'s bulk path (remap.py BulkKeys): the copy's keys queued with their
-trigger effects summed, applied leaf by leaf (Btrees.apply_sorted).
+trigger effects summed; its new keys (inodes, dirents, the copies' reflink_p,
+the new reflink_v) written as new leaves after each btree's last key
+(Transaction.update_appended, Btrees.append_encoded), the sources' converted
+extents applied leaf by leaf (Btrees.apply_sorted).
 
 The trees here are large enough for the copy to split leaves several ways in
 a small-node image, and mix what the bulk path takes (new inodes, dirents of
@@ -15,9 +18,11 @@ from __future__ import annotations
 import json
 import os
 
-from bfs_tools.formats.ids import AccountingType
+from bfs_tools.formats.ids import AccountingType, BtreeId, KeyType
 
 from bfs_tools.alloc.accounting import read_counters
+from bfs_tools.btree.tree import Btrees
+from bfs_tools.keys import decode_keys
 from bfs_tools.store import Store
 from tests.cli.test_reflink import (
     _tree,
@@ -27,13 +32,15 @@ from tests.cli.test_reflink import (
     needs_snapshots,
     space,
 )
+from tests.fsck.lib import run_cli
 
 FILES = 600
 
 
 def _many(root) -> None:
     """FILES files over 12 directories: inline, one extent, several extents;
-    some hard links and xattrs."""
+    some hard links, xattrs and symlinks (whose data keys are queued the usual
+    way, among the copy's appended extents)."""
     for i in range(FILES):
         d = root / f"dir{i % 12:02d}"
         d.mkdir(exist_ok=True)
@@ -43,6 +50,8 @@ def _many(root) -> None:
             os.setxattr(d / f"file-{i:04d}", "user.n", str(i).encode())
         if i % 97 == 3:
             os.link(d / f"file-{i:04d}", root / f"link-{i}")
+        if i % 150 == 11:
+            os.symlink(f"file-{i:04d}", d / f"sym-{i:04d}")
 
 
 def view_of(img, path: str) -> dict:
@@ -89,6 +98,38 @@ def test_cp_many_files_small_nodes(bfs, formatted, tmp_path):
         bfs("rm", img, p, "-r")
     s = check_reflink(img)
     assert s["indirect"] == 0 and s["user_sectors"] == 0
+
+
+def test_cp_writes_its_new_keys_as_appended_leaves(formatted, tmp_path, bfs, monkeypatch):
+    """The copy (the real command, run in this process) appends its new keys
+    in all four btrees, the symlinks' data keys encoded in among its extents;
+    the image then checks clean and the copy reads back identical."""
+    img = formatted("64M", "--btree-node-size", "4k", "--block-size", "1k")
+    host = tmp_path / "many"
+    host.mkdir()
+    _many(host)
+    bfs("put", img, host, "/src", "-r")
+    appended = []
+    real = Btrees.append_encoded
+
+    symlinks = []
+
+    def spy(self, btree_id, encoded, seq):
+        done = real(self, btree_id, encoded, seq)
+        appended.append((BtreeId(btree_id).name, done))
+        if btree_id == BtreeId.extents:     # (the copies' own keys are reflink_p)
+            symlinks.extend(k for k in decode_keys(b"".join(encoded))
+                            if k.type == KeyType.inline_data)
+        return done
+
+    monkeypatch.setattr(Btrees, "append_encoded", spy)
+    assert run_cli("cp", img, "/src", "/dst", "-r", "--reflink=always").rc == 0
+    assert sorted(appended) == [("dirents", True), ("extents", True), ("inodes", True),
+                                ("reflink", True)]
+    assert len(symlinks) == len(list(host.rglob("sym-*")))
+    monkeypatch.undo()
+    assert view_of(img, "/dst") == view_of(img, "/src")
+    check_reflink(img)
 
 
 def test_cp_into_existing_directory_merges(bfs, formatted, tmp_path):
